@@ -1,0 +1,160 @@
+"""ANCE-style hard-negative refresh: re-mine negatives with the current weights during training.
+
+At fit start (when asked) and every N steps or epochs the callback encodes the whole corpus and the
+training queries with the model being trained, searches top-k over the mixed corpus (each rank its
+shard, lists merged), removes positives, writes the ranked negatives in the release's schema
+(``img_negFacts``/``txt_negFacts``/``all_negFacts``; temporary name, then rename) and makes the
+datamodule draw from them for the batches sampled next. All ranks switch at the same step and read
+the same file (on multi-node runs the run directory must be on a shared file system).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from tqdm.auto import tqdm
+
+from datamodules.negatives import write_negatives_file
+from lightning_modules.corpus_search import EncodedShard, gather_queries, search_shards
+
+log = logging.getLogger(__name__)
+
+
+def encode_loader(trainer: L.Trainer, module: L.LightningModule, loader, desc: str) -> EncodedShard:
+    """Encode every batch of ``loader`` on this rank with the module's ``embed_batch``."""
+    parts = []
+    bar = tqdm(loader, desc=desc, disable=not trainer.is_global_zero or not trainer.progress_bar_callback, leave=False)
+    with torch.no_grad(), trainer.precision_plugin.forward_context():
+        for batch in bar:
+            parts.append(module.embed_batch(trainer.strategy.batch_to_device(batch)))
+    return EncodedShard.concat(parts, module.encoder.embedding_dim)
+
+
+def mine_negatives(trainer: L.Trainer, module: L.LightningModule, path: Path, top_k: int = 100, index_factory: str = "Flat") -> dict[str, float]:
+    """Mine top-``top_k`` negatives of the training queries with the current weights into ``path``.
+
+    Every rank must call it. Returns the seconds spent encoding, indexing+searching and writing.
+    """
+    dm = trainer.datamodule
+    dm.setup_train()
+    was_training = module.training
+    module.eval()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    docs = encode_loader(trainer, module, dm.corpus_dataloader(), "mining: corpus")
+    shard = encode_loader(trainer, module, dm.query_dataloader([q.text for q in dm.train_queries]), "mining: queries")
+    queries = gather_queries(shard, len(dm.train_queries))
+    timings["encode_s"] = time.perf_counter() - start
+    depth = top_k + max(len(p) for p in dm.train_positives)  # room for the positives we drop
+    _, ranked = search_shards(queries, docs, depth, factory=index_factory, timings=timings)
+    start = time.perf_counter()
+    if trainer.is_global_zero:
+        write_negatives_file(path, dm.train_queries, ranked.tolist(), dm.corpus, depth=top_k)
+    trainer.strategy.barrier("mined negatives written")
+    timings["write_s"] = time.perf_counter() - start
+    module.train(was_training)
+    return timings
+
+
+class ANCEMiningCallback(Callback):
+    """Refresh hard negatives from an index rebuilt with the current model.
+
+    Args:
+        every_n_steps: re-mine after every this many optimizer steps (None: never by steps).
+        every_n_epochs: re-mine after every this many epochs (None: never by epochs).
+        at_fit_start: mine before the first step (skipped when resuming a run that already mined).
+        on_validate: mine at the start of a ``validate`` run (the offline stage-2 path).
+        top_k: depth of the mined lists (the paper: 100).
+        index_factory: FAISS index factory for the search (``Flat`` = exact).
+        output_dir: where files go; default ``<run dir>/negatives``.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        at_fit_start: bool = False,
+        on_validate: bool = False,
+        top_k: int = 100,
+        index_factory: str = "Flat",
+        output_dir: str | None = None,
+        output_file: str | None = None,
+    ) -> None:
+        for name, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or null, got {value}")
+        self.every_n_steps = every_n_steps
+        self.every_n_epochs = every_n_epochs
+        self.at_fit_start = at_fit_start
+        self.on_validate = on_validate
+        self.top_k = top_k
+        self.index_factory = index_factory
+        self.output_dir = output_dir
+        self.output_file = output_file
+        self.last_mined_step: int | None = None
+        self.mined_files: list[str] = []
+        self.timings: list[dict[str, float]] = []
+
+    def _path(self, trainer: L.Trainer, module: L.LightningModule) -> Path:
+        if self.output_file:
+            return Path(self.output_file)
+        base = Path(self.output_dir) if self.output_dir else module.run_dir() / "negatives"
+        return base / f"train-negatives-step{trainer.global_step:07d}.json"
+
+    def refresh(self, trainer: L.Trainer, module: L.LightningModule) -> Path:
+        """Mine with the current weights and switch the datamodule to the new negatives."""
+        path = Path(trainer.strategy.broadcast(str(self._path(trainer, module)), src=0))
+        timings = mine_negatives(trainer, module, path, self.top_k, self.index_factory)
+        version = trainer.datamodule.activate_negatives(path)
+        self.last_mined_step = trainer.global_step
+        self.mined_files.append(str(path))
+        self.timings.append(timings)
+        if trainer.is_global_zero:
+            log.info("mined negatives at step %d -> %s (version %d; %s)", trainer.global_step, path, version, {k: round(v, 2) for k, v in timings.items()})
+        return path
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_fit_start and self.last_mined_step is None:
+            self.refresh(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self.last_mined_step:
+            self.refresh(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and trainer.global_step != self.last_mined_step:
+            self.refresh(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.on_validate and trainer.state.fn == "validate":
+            self.refresh(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_mined_step": self.last_mined_step, "mined_files": list(self.mined_files)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_mined_step = state_dict.get("last_mined_step")
+        self.mined_files = list(state_dict.get("mined_files", []))
+
+
+def mine_cli(argv: list[str], cli_main: Callable) -> int:
+    """``python train.py mine --config C --ckpt_path X [--out FILE] [--top_k 100]``: mine once, offline."""
+    parser = argparse.ArgumentParser(prog="train.py mine", description="Mine hard negatives for the training queries with a checkpoint.")
+    parser.add_argument("--out", default=None, help="negatives file to write (default: <run dir>/negatives/...)")
+    parser.add_argument("--top_k", type=int, default=100)
+    parser.add_argument("--ckpt_path", default=None, help="checkpoint to mine with (default: the config's weights)")
+    own, rest = parser.parse_known_args(argv)
+    cli = cli_main(rest, run=False)
+    callback = ANCEMiningCallback(on_validate=True, top_k=own.top_k, output_file=own.out)
+    cli.trainer.callbacks.append(callback)
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=own.ckpt_path)
+    if cli.trainer.is_global_zero:
+        print(f"mined negatives: {callback.mined_files[-1]}")
+    return 0

@@ -1,0 +1,262 @@
+"""Random access to the WebQA image file ``imgs.tsv`` through its byte-offset index.
+
+``imgs.tsv`` holds one ``<image_id>\\t<base64 of a JPEG>`` line per image (tens of GB in the
+real release), ``imgs.lineidx.new`` one ``<image_id>\\t<byte offset>`` line per image. The store
+keeps only the index in memory (two sorted numpy arrays) and reads one line per request:
+seek to the offset, ``readline``. The file handle is opened lazily once per process, so the
+object can be handed to DataLoader workers (forked or spawned) and each reopens its own.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image
+
+from retrieval.errors import InputError
+
+TSV_NAME = "imgs.tsv"
+LINEIDX_NAME = "imgs.lineidx.new"
+LAYOUT = (
+    f"the data dir must hold {TSV_NAME} ('<image_id>\\t<base64 JPEG>' per line) and "
+    f"{LINEIDX_NAME} ('<image_id>\\t<byte offset>' per line)"
+)
+
+ImageId = str | int
+
+
+class BadImageError(InputError):
+    """One image's payload is unusable: truncated line, bad base64 or undecodable bytes."""
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Collapse whitespace so a message stays on one line, and cap its length."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _preview(raw: bytes, limit: int = 40) -> str:
+    """A short printable excerpt of raw file bytes for error messages."""
+    text = raw[:limit].decode("utf-8", errors="replace")
+    return repr(text + ("..." if len(raw) > limit else ""))
+
+
+def read_lineidx(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse ``<image_id>\\t<byte offset>`` lines; return (ids, offsets, line numbers), in file order.
+
+    Blank lines are skipped; any other line that is not exactly two tab-separated fields with a
+    non-negative integer offset raises :class:`InputError` naming its line number.
+    """
+    ids: list[bytes] = []
+    offsets: list[int] = []
+    numbers: list[int] = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            fields = line.split(b"\t")
+            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip().isdigit():
+                raise InputError(
+                    f"{path} line {number} is malformed ({_preview(line)}): expected "
+                    f"'<image_id>\\t<byte offset>'; fix or regenerate the index"
+                )
+            ids.append(fields[0].strip())
+            offsets.append(int(fields[1]))
+            numbers.append(number)
+    return np.array(ids, dtype=bytes), np.array(offsets, dtype=np.int64), np.array(numbers, dtype=np.int64)
+
+
+class ImageStore:
+    """Read single images of ``imgs.tsv`` by id, never holding more than one line in memory.
+
+    Args:
+        tsv_path: ``imgs.tsv``, or the data directory that holds it.
+        lineidx_path: the ``<image_id>\\t<byte offset>`` index; default ``imgs.lineidx.new``
+            beside the tsv.
+        skip_bad_images: if true, :meth:`load` returns ``None`` for an image whose payload is
+            unusable (truncated, bad base64, undecodable) and records its id in ``bad_ids``;
+            structural faults (missing files, unknown ids, index/tsv mismatch) still raise.
+    """
+
+    def __init__(
+        self,
+        tsv_path: str | os.PathLike,
+        lineidx_path: str | os.PathLike | None = None,
+        skip_bad_images: bool = False,
+    ) -> None:
+        tsv = Path(tsv_path)
+        if tsv.is_dir():
+            tsv = tsv / TSV_NAME
+        self.tsv_path = tsv
+        self.lineidx_path = Path(lineidx_path) if lineidx_path is not None else tsv.with_name(LINEIDX_NAME)
+        self.skip_bad_images = skip_bad_images
+        self.bad_ids: set[str] = set()
+        self._check_files()
+        self._file_size = self.tsv_path.stat().st_size
+        self._ids, self._offsets = self._build_index()
+        self._handle: IO[bytes] | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- index
+    def _check_files(self) -> None:
+        """Raise a layout-naming InputError if the tsv or its index is missing."""
+        for path, what in ((self.tsv_path, "image file"), (self.lineidx_path, "image index")):
+            if not path.is_file():
+                raise InputError(f"{what} {path} not found: {LAYOUT}")
+
+    def _build_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Read the lineidx into id-sorted arrays; reject empty, duplicate or out-of-file entries."""
+        ids, offsets, numbers = read_lineidx(self.lineidx_path)
+        if ids.size == 0:
+            raise InputError(f"image index {self.lineidx_path} holds no entries: {LAYOUT}")
+        order = np.argsort(ids, kind="stable")
+        ids, offsets, numbers = ids[order], offsets[order], numbers[order]
+        dup = np.flatnonzero(ids[1:] == ids[:-1])
+        if dup.size:
+            i = int(dup[0])
+            raise InputError(
+                f"image id {ids[i].decode()!r} appears twice in {self.lineidx_path} (lines "
+                f"{numbers[i]} and {numbers[i + 1]}); every image id must be listed once"
+            )
+        past = np.flatnonzero(offsets >= self._file_size)
+        if past.size:
+            i = int(past[0])
+            raise InputError(
+                f"{self.lineidx_path} line {numbers[i]}: offset {offsets[i]} of image "
+                f"{ids[i].decode()!r} is past the end of {self.tsv_path} ({self._file_size} bytes); "
+                f"the index does not match the tsv, regenerate {LINEIDX_NAME}"
+            )
+        return ids, offsets
+
+    def _position(self, image_id: ImageId) -> int:
+        """Index of ``image_id`` in the sorted id array, or -1 if absent."""
+        key = str(image_id).encode()
+        i = int(np.searchsorted(self._ids, key))
+        return i if i < self._ids.size and self._ids[i] == key else -1
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def __contains__(self, image_id: object) -> bool:
+        return isinstance(image_id, (str, int)) and self._position(image_id) >= 0
+
+    def ids(self) -> list[str]:
+        """All image ids, in the order their lines appear in the tsv."""
+        return [i.decode() for i in self._ids[np.argsort(self._offsets, kind="stable")]]
+
+    def offset(self, image_id: ImageId) -> int:
+        """Byte offset of the image's line in the tsv."""
+        i = self._position(image_id)
+        if i < 0:
+            raise InputError(
+                f"unknown image id {str(image_id)!r}: not listed in {self.lineidx_path}; "
+                f"check the id or use the {LINEIDX_NAME} that belongs to this data dir"
+            )
+        return int(self._offsets[i])
+
+    # ----------------------------------------------------------------- reading
+    def _file(self) -> tuple[IO[bytes], threading.Lock]:
+        """This process's handle on the tsv (opened on first use and after a fork) and its lock."""
+        pid = os.getpid()
+        if self._handle is None or self._pid != pid:
+            self._lock = threading.Lock()
+            self._handle = open(self.tsv_path, "rb")  # noqa: SIM115 - lives as long as the store
+            self._pid = pid
+        return self._handle, self._lock
+
+    def _read_line(self, image_id: ImageId) -> tuple[bytes, int]:
+        """The raw line stored for ``image_id`` and its offset, after checking it holds that id."""
+        offset = self.offset(image_id)
+        handle, lock = self._file()
+        with lock:
+            handle.seek(offset)
+            line = handle.readline()
+        if not line:
+            raise InputError(
+                f"offset {offset} of image {str(image_id)!r} is past the end of {self.tsv_path}; "
+                f"the tsv is shorter than its index says, regenerate {LINEIDX_NAME}"
+            )
+        found, tab, _ = line.partition(b"\t")
+        if tab and found == str(image_id).encode():
+            return line, offset
+        if not line.endswith(b"\n") and not tab:
+            raise BadImageError(
+                f"image {str(image_id)!r} at byte offset {offset} in {self.tsv_path}: line is "
+                f"truncated (no tab, no newline at end of file); re-export the image file"
+            )
+        got = f"image id {found.decode('utf-8', 'replace')!r}" if tab else f"no '<id>\\t' prefix ({_preview(line)})"
+        raise InputError(
+            f"the line at byte offset {offset} of {self.tsv_path} holds {got}, not image "
+            f"{str(image_id)!r}: {self.lineidx_path} does not match the tsv, regenerate it"
+        )
+
+    def read_bytes(self, image_id: ImageId) -> bytes:
+        """The image file bytes (base64-decoded payload) of ``image_id``."""
+        line, offset = self._read_line(image_id)
+        payload = line.partition(b"\t")[2].rstrip(b"\r\n")
+        where = f"image {str(image_id)!r} at byte offset {offset} in {self.tsv_path}"
+        truncated = "" if line.endswith(b"\n") else " (no newline at end of file: line truncated?)"
+        if not payload:
+            raise BadImageError(f"{where}: empty payload{truncated}; re-export the image file")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise BadImageError(
+                f"{where}: bad base64 ({_one_line(str(err))}){truncated}; re-export the image file"
+            ) from None
+
+    def _decode(self, image_id: ImageId, data: bytes) -> Image.Image:
+        """Decode image bytes to an RGB PIL image, or raise BadImageError naming id and offset."""
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return image.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise BadImageError(
+                f"image {str(image_id)!r} at byte offset {self.offset(image_id)} in {self.tsv_path}: "
+                f"cannot decode ({type(err).__name__}: {_one_line(str(err))}); re-export it or "
+                f"pass skip_bad_images=True"
+            ) from None
+
+    def load(self, image_id: ImageId) -> Image.Image | None:
+        """The image as an RGB PIL image; ``None`` for a bad payload when ``skip_bad_images``."""
+        try:
+            return self._decode(image_id, self.read_bytes(image_id))
+        except BadImageError:
+            if not self.skip_bad_images:
+                raise
+            self.bad_ids.add(str(image_id))
+            return None
+
+    # ----------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Close this process's handle (it is reopened on the next read)."""
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle, self._pid = None, None
+
+    def __enter__(self) -> ImageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_handle=None, _pid=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ImageStore({str(self.tsv_path)!r}, images={len(self)})"

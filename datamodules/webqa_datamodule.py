@@ -1,0 +1,278 @@
+"""The WebQA ``LightningDataModule``: modality-balanced training batches and full-corpus evaluation."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from datamodules.batching import CorpusCollator, DocumentLoader, QueryCollator, TrainCollator
+from datamodules.image_store import ImageStore
+from datamodules.negatives import NegativePool, NegativeStrategy, webqa_distractor_pool
+from datamodules.samplers import ContiguousShardSampler, IndexDataset, NegativeRegistry, TrainSampleSampler
+from datamodules.webqa_release import (
+    Corpus,
+    Query,
+    check_qrels_against,
+    check_queries_against_corpus,
+    read_queries,
+    require_file,
+)
+from retrieval.errors import InputError
+from retrieval.trec import read_qrels
+
+log = logging.getLogger(__name__)
+
+#: ``negatives_file`` value that samples WebQA's own distractors from the query file.
+WEBQA_DISTRACTORS = "webqa"
+
+
+@dataclass
+class EvalSplit:
+    """Queries of one evaluation split with their qrels."""
+
+    name: str
+    queries: list[Query]
+    qrels: dict[str, dict[str, int]]
+
+    @property
+    def texts(self) -> list[str]:
+        return [q.text for q in self.queries]
+
+
+class WebQADataModule(L.LightningDataModule):
+    """Reads a data directory in the UniVL-DR release layout.
+
+    Args:
+        data_dir: the directory (``train.json``, ``all_docs.json``, ``imgs.tsv``, ...).
+        caption_file: image caption file; a verbalized one (``all_imgs_exp.json``) drops in.
+        negatives_file: ranked hard negatives in the release's mined schema; ``"webqa"`` uses the
+            query file's own distractors; ``None`` trains with in-batch negatives only. Relative
+            paths are looked up in ``data_dir`` first.
+        negative_strategy: one of ``datamodules.negatives.STRATEGIES`` (paper Table 3).
+        negatives_k: k of the strategy (``balanced`` gives k image + k text per query).
+        batch_composition: ``random`` or ``balanced`` (alternate image/text-positive queries).
+        batch_size: queries per device per step.
+        eval_batch_size: queries or docs per encoding batch.
+        num_workers: DataLoader workers (images are decoded there).
+        seed: seeds shuffling and negative draws.
+        skip_bad_images: encode an undecodable image's caption only and count it, instead of failing.
+        generate_mini_webqa: ``tiny`` or ``small``: if ``data_dir`` holds no ``train.json``, write a
+            synthetic mini-WebQA there first (``datamodules.mini_webqa``), so recipes run out of the box.
+        generate_seed: seed of that generator.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        caption_file: str = "all_imgs.json",
+        negatives_file: str | None = None,
+        negative_strategy: str = "balanced",
+        negatives_k: int = 1,
+        batch_composition: str = "random",
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        num_workers: int = 2,
+        seed: int = 0,
+        skip_bad_images: bool = False,
+        generate_mini_webqa: str | None = None,
+        generate_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self.strategy = NegativeStrategy(negative_strategy, negatives_k)
+        self.processor: Any = None
+        self.corpus: Corpus | None = None
+        self.images: ImageStore | None = None
+        self.train_queries: list[Query] = []
+        self.train_positives: list[np.ndarray] = []
+        self.registry: NegativeRegistry | None = None
+        self.splits: dict[str, EvalSplit] = {}
+        self._restored_negatives: str | None = None
+        self._skip_batches = 0
+
+    # ------------------------------------------------------------------ setup
+    def set_processor(self, processor: Any) -> None:
+        """Give the datamodule the encoder's tokenizer and image transform (the module does this in setup)."""
+        self.processor = processor
+
+    def prepare_data(self) -> None:
+        """Generate mini-WebQA into ``data_dir`` when asked and not there yet (local rank 0 only)."""
+        if self.hparams.generate_mini_webqa and not (self.data_dir / "train.json").exists():
+            from datamodules.mini_webqa import generate_mini_webqa
+
+            log.info("generating mini-WebQA (%s) into %s", self.hparams.generate_mini_webqa, self.data_dir)
+            generate_mini_webqa(self.data_dir, size=self.hparams.generate_mini_webqa, seed=self.hparams.generate_seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.data_dir.is_dir():
+            raise InputError(f"data directory {self.data_dir} does not exist; set data.data_dir (or generate one: python -m datamodules.mini_webqa --out DIR)")
+        if self.corpus is None:
+            self.corpus = Corpus.from_release(self.data_dir, self.hparams.caption_file)
+            self.images = ImageStore(
+                require_file(self.data_dir / "imgs.tsv", "image file"), skip_bad_images=self.hparams.skip_bad_images
+            )
+            self._check_images()
+        if stage in (None, "fit"):
+            self.setup_train()
+        if stage in (None, "fit", "validate"):
+            self.eval_split("dev")
+        if stage in (None, "test"):
+            self.eval_split("test")
+
+    def _check_images(self) -> None:
+        image_ids = [d for d, img in zip(self.corpus.doc_ids, self.corpus.is_image) if img]
+        missing = [d for d in image_ids if d not in self.images]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            raise InputError(
+                f"{len(missing)} image doc(s) of {self.hparams.caption_file} have no line in imgs.lineidx.new, first: {shown}"
+            )
+
+    def setup_train(self) -> None:
+        """Load the training queries, their positives and the negatives pool (once)."""
+        if self.train_queries:
+            return
+        path = self.data_dir / "train.json"
+        self.train_queries = read_queries(path)
+        check_queries_against_corpus(self.train_queries, self.corpus, str(path))
+        self.train_positives = [np.asarray(self.corpus.lookup(q.positives, str(path)), dtype=np.int64) for q in self.train_queries]
+        empty = [q.qid for q, p in zip(self.train_queries, self.train_positives) if len(p) == 0]
+        if empty:
+            raise InputError(f"{path}: {len(empty)} training queries have no positive, first: {empty[:5]}; every training query needs img_posFacts or txt_posFacts")
+        source = self._restored_negatives or self.hparams.negatives_file
+        self.registry = NegativeRegistry(self.load_negatives(source), source)
+        if source is None and self.strategy.total:
+            log.info("no negatives_file: training with in-batch negatives only")
+
+    def resolve(self, path: str) -> Path:
+        """A relative path is looked up in ``data_dir`` first, then the working directory."""
+        candidate = Path(path)
+        if not candidate.is_absolute() and (self.data_dir / candidate).exists():
+            return self.data_dir / candidate
+        return candidate
+
+    def load_negatives(self, source: str | None) -> NegativePool:
+        """The pool named by ``source`` (a file, ``"webqa"``, or None for none), checked against the strategy."""
+        if source is None:
+            return NegativePool.empty(len(self.train_queries))
+        if source == WEBQA_DISTRACTORS:
+            pool = webqa_distractor_pool(self.train_queries, self.corpus, str(self.data_dir / "train.json"))
+        else:
+            pool = NegativePool.from_file(self.resolve(source), self.train_queries, self.corpus)
+        pool.check_can_give(self.strategy, [q.qid for q in self.train_queries])
+        return pool
+
+    def activate_negatives(self, path: str | Path) -> int:
+        """Switch training to the negatives in ``path``; batches drawn from now on use them."""
+        pool = self.load_negatives(str(path))
+        return self.registry.activate(pool, str(path))
+
+    @property
+    def active_negatives(self) -> str | None:
+        return self.registry.source if self.registry else self._restored_negatives
+
+    def eval_split(self, name: str) -> EvalSplit:
+        """Queries and qrels of ``dev`` or ``test`` (loaded once, checked against the corpus)."""
+        if name not in self.splits:
+            queries = read_queries(self.data_dir / f"{name}.json")
+            qrels_path = self.data_dir / f"{name}_qrels.txt"
+            if not qrels_path.is_file():
+                raise InputError(f"missing {name} qrels: {qrels_path} does not exist; evaluation needs {name}_qrels.txt (<qid>\\t<docid>\\t1 lines)")
+            qrels = read_qrels(qrels_path)
+            check_qrels_against(qrels, queries, self.corpus, str(qrels_path))
+            self.splits[name] = EvalSplit(name, queries, qrels)
+        return self.splits[name]
+
+    # ------------------------------------------------------------ dataloaders
+    def _require_processor(self) -> Any:
+        if self.processor is None:
+            raise RuntimeError("WebQADataModule has no processor: call set_processor(encoder.processor) first (the LightningModule does this in setup)")
+        return self.processor
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, sampler, collate, batch_size: int, persistent: bool = True) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            IndexDataset(len(sampler)),
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=persistent and workers > 0,
+            pin_memory=False,
+        )
+
+    def train_sampler(self) -> TrainSampleSampler:
+        world, rank = self._world()
+        is_image = np.asarray([bool(q.image_positives) for q in self.train_queries])
+        return TrainSampleSampler(
+            self.train_positives,
+            is_image,
+            self.registry,
+            self.strategy,
+            batch_size=self.hparams.batch_size,
+            num_replicas=world,
+            rank=rank,
+            seed=self.hparams.seed,
+            composition=self.hparams.batch_composition,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = self.train_sampler()
+        sampler.skip_batches, self._skip_batches = self._skip_batches, 0
+        docs = DocumentLoader(self.corpus, self.images, self._require_processor())
+        collate = TrainCollator(docs, [q.text for q in self.train_queries], self.train_positives)
+        return DataLoader(
+            IndexDataset(len(self.train_queries)),
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            drop_last=True,
+        )
+
+    def query_dataloader(self, texts: list[str]) -> DataLoader:
+        """This rank's shard of ``texts`` in encoding batches."""
+        world, rank = self._world()
+        return self._loader(
+            ContiguousShardSampler(len(texts), world, rank), QueryCollator(self._require_processor(), texts), self.hparams.eval_batch_size, persistent=False
+        )
+
+    def corpus_dataloader(self) -> DataLoader:
+        """This rank's shard of the whole mixed corpus in encoding batches."""
+        world, rank = self._world()
+        docs = DocumentLoader(self.corpus, self.images, self._require_processor())
+        return self._loader(ContiguousShardSampler(len(self.corpus), world, rank), CorpusCollator(docs), self.hparams.eval_batch_size)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self.query_dataloader(self.eval_split("dev").texts), self.corpus_dataloader()]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self.query_dataloader(self.eval_split("test").texts), self.corpus_dataloader()]
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.corpus_dataloader()
+
+    # -------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        state = {"active_negatives": self.active_negatives}
+        if trainer is not None and trainer.training:
+            state["batches_into_epoch"] = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_negatives = state_dict.get("active_negatives")
+        self._skip_batches = int(state_dict.get("batches_into_epoch", 0))
+        if self.registry is not None and self._restored_negatives != self.registry.source:
+            self.registry.activate(self.load_negatives(self._restored_negatives), self._restored_negatives)

@@ -1,0 +1,90 @@
+"""Distributed corpus search: each rank searches its own corpus shard, the top-k lists are merged.
+
+Queries are few and travel to every rank; corpus vectors never leave their rank (Tevatron's
+shard-then-merge). Every rank ends with the same merged top-k.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lightning_modules.distributed import gather_no_grad, is_distributed
+from retrieval.index import DenseIndex, merge_topk
+
+
+@dataclass
+class EncodedShard:
+    """Vectors of one rank's shard with the global indices they belong to."""
+
+    indices: torch.Tensor  # long [N]
+    vectors: torch.Tensor  # fp16 [N, D], CPU
+
+    @classmethod
+    def concat(cls, parts: list[tuple[torch.Tensor, torch.Tensor]], dim: int) -> "EncodedShard":
+        if not parts:
+            return cls(torch.zeros(0, dtype=torch.long), torch.zeros((0, dim), dtype=torch.float16))
+        return cls(torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu())
+
+
+def gather_queries(shard: EncodedShard, total: int) -> torch.Tensor:
+    """All query vectors on every rank, ordered by query index ([total, D], fp32)."""
+    indices = gather_no_grad(shard.indices)
+    vectors = gather_no_grad(shard.vectors)
+    ordered = torch.zeros((total, vectors.shape[1]), dtype=torch.float32)
+    ordered[indices] = vectors.float()
+    return ordered
+
+
+def search_shards(
+    queries: torch.Tensor,
+    docs: EncodedShard,
+    k: int,
+    keep: np.ndarray | None = None,
+    factory: str = "Flat",
+    use_gpu: bool | None = None,
+    timings: dict[str, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` global doc indices for every query over all ranks' shards (docs restricted by ``keep``).
+
+    ``keep`` is a boolean mask over the corpus (e.g. text docs only); None keeps all.
+    Returns ``(scores [Q,k] float32, doc indices [Q,k] int64)``, -1 where fewer than k docs exist.
+    ``timings`` (optional) receives the seconds spent building the index and searching it.
+    """
+    timings = {} if timings is None else timings
+    indices, vectors = docs.indices, docs.vectors
+    if keep is not None:
+        mask = torch.from_numpy(keep[indices.numpy()])
+        indices, vectors = indices[mask], vectors[mask]
+    q = queries.shape[0]
+    if len(indices):
+        start = time.perf_counter()
+        index = DenseIndex(queries.shape[1], factory=factory, use_gpu=use_gpu)
+        index.add(vectors.float().numpy())
+        timings["index_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        scores, local = index.search(queries.numpy(), min(k, len(indices)))
+        timings["search_s"] = time.perf_counter() - start
+        global_ids = np.where(local >= 0, indices.numpy()[np.clip(local, 0, None)], -1)
+    else:
+        scores, global_ids = np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64)
+    scores, global_ids = _pad(scores, global_ids, k)
+    if not is_distributed():
+        return scores, global_ids
+    all_scores = gather_no_grad(torch.from_numpy(scores).unsqueeze(0))
+    all_ids = gather_no_grad(torch.from_numpy(global_ids).unsqueeze(0))
+    parts = [(s.numpy(), i.numpy()) for s, i in zip(all_scores, all_ids)]
+    return merge_topk(parts, [0] * len(parts), k)
+
+
+def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    missing = k - scores.shape[1]
+    if missing <= 0:
+        return scores.astype(np.float32), ids.astype(np.int64)
+    q = scores.shape[0]
+    return (
+        np.concatenate([scores, np.full((q, missing), -np.inf, np.float32)], axis=1).astype(np.float32),
+        np.concatenate([ids, np.full((q, missing), -1, np.int64)], axis=1),
+    )

@@ -1,0 +1,65 @@
+"""The encoder interface every model family implements (CLIP dual towers now, MARVEL later).
+
+The loss and the datamodule only see this interface: three ``encode_*`` methods returning
+L2-normalised vectors, and a picklable :class:`Processor` that DataLoader workers use to turn
+strings and pictures into model inputs.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Protocol
+
+import torch
+from PIL import Image
+from torch import nn
+
+#: Whatever a processor's ``tokenize`` returns: a token tensor (CLIP) or a dict of tensors (HF).
+TextBatch = Any
+
+
+class Processor(Protocol):
+    """Turns raw inputs into model inputs; must pickle (it travels to DataLoader workers)."""
+
+    image_shape: tuple[int, int, int]
+
+    def tokenize(self, texts: list[str]) -> TextBatch: ...
+
+    def image_transform(self, image: Image.Image) -> torch.Tensor: ...
+
+
+class RetrievalEncoder(nn.Module, ABC):
+    """Maps queries, text docs and image docs into one space of L2-normalised vectors."""
+
+    embedding_dim: int
+
+    @property
+    @abstractmethod
+    def processor(self) -> Processor:
+        """The tokenizer and image transform matching this encoder."""
+
+    @abstractmethod
+    def encode_queries(self, tokens: TextBatch) -> torch.Tensor:
+        """[B, D] normalised query vectors."""
+
+    @abstractmethod
+    def encode_texts(self, tokens: TextBatch) -> torch.Tensor:
+        """[N, D] normalised text-doc vectors."""
+
+    @abstractmethod
+    def encode_images(self, pixels: torch.Tensor, caption_tokens: TextBatch, image_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, D] normalised image-doc vectors from pixels and captions (``image_valid`` False: caption only)."""
+
+
+class SimpleProcessor:
+    """A processor made of a tokenizer callable and an image transform callable."""
+
+    def __init__(self, tokenizer: Callable[[list[str]], TextBatch], transform: Callable[[Image.Image], torch.Tensor], image_size: int) -> None:
+        self.tokenizer = tokenizer
+        self.transform = transform
+        self.image_shape = (3, image_size, image_size)
+
+    def tokenize(self, texts: list[str]) -> TextBatch:
+        return self.tokenizer(texts)
+
+    def image_transform(self, image: Image.Image) -> torch.Tensor:
+        return self.transform(image)

@@ -1,0 +1,208 @@
+"""The universal retriever as a LightningModule: contrastive training and full-corpus evaluation."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from lightning_modules.corpus_search import EncodedShard, gather_queries, search_shards
+from lightning_modules.encoders.base import RetrievalEncoder
+from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
+from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
+from retrieval.report import evaluate_and_write
+
+log = logging.getLogger(__name__)
+
+QUERIES, CORPUS = 0, 1  # dataloader indices of the evaluation loaders
+
+
+class UniversalRetriever(L.LightningModule):
+    """Trains a :class:`RetrievalEncoder` with the contrastive loss; evaluates on the full mixed corpus.
+
+    Args:
+        encoder: the model family (``CLIPEncoder`` by default; any ``RetrievalEncoder``).
+        loss: negative sources of the contrastive loss (in-batch / hard / cross-device).
+        temperature: tau; the score is cos / tau.
+        learnable_temperature: learn log(1/tau) like CLIP's ``logit_scale`` (clamped at ``max_logit_scale``).
+        max_logit_scale: upper clamp of 1/tau.
+        lr, weight_decay, betas, eps: AdamW (no decay on biases, norms and the temperature).
+        warmup_steps: linear warmup before the cosine decay; ``schedule='constant'`` keeps lr flat after it.
+        eval_top_k: depth of the evaluation search (100 for Recall@100).
+        eval_subsets: also search text-only and image-only corpora (paper Table 2 views).
+        index_factory: FAISS index factory for evaluation search (``Flat`` = exact).
+    """
+
+    def __init__(
+        self,
+        encoder: RetrievalEncoder,
+        loss: ContrastiveRetrievalLoss | None = None,
+        temperature: float = 0.01,
+        learnable_temperature: bool = False,
+        max_logit_scale: float = 100.0,
+        lr: float = 5e-6,
+        weight_decay: float = 0.2,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_steps: int = 0,
+        schedule: str = "cosine",
+        min_lr_ratio: float = 0.0,
+        eval_top_k: int = 100,
+        eval_subsets: bool = True,
+        index_factory: str = "Flat",
+    ) -> None:
+        super().__init__()
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"unknown schedule {schedule!r}; choose 'cosine' or 'constant'")
+        if not 0 < temperature:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.save_hyperparameters(ignore=["encoder", "loss"])
+        self.encoder = encoder
+        self.loss = loss if loss is not None else ContrastiveRetrievalLoss()
+        log_scale = torch.tensor(math.log(1.0 / temperature))
+        if learnable_temperature:
+            self.log_logit_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_logit_scale", log_scale)
+        self._eval_parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {QUERIES: [], CORPUS: []}
+
+    # ----------------------------------------------------------------- encoding
+    def logit_scale(self) -> torch.Tensor:
+        """1 / tau, clamped at ``max_logit_scale``."""
+        return self.log_logit_scale.exp().clamp(max=self.hparams.max_logit_scale)
+
+    def encode_docs(self, docs: dict[str, Any]) -> torch.Tensor:
+        """Vectors of a doc batch (see ``datamodules.batching``) in the order of ``docs['ids']``."""
+        is_image = docs["is_image"]
+        parts, positions = [], []
+        if docs["text_tokens"] is not None:
+            parts.append(self.encoder.encode_texts(docs["text_tokens"]))
+            positions.append(torch.nonzero(~is_image).squeeze(1))
+        if docs["caption_tokens"] is not None:
+            parts.append(self.encoder.encode_images(docs["image_pixels"], docs["caption_tokens"], docs["image_valid"]))
+            positions.append(torch.nonzero(is_image).squeeze(1))
+        vectors = torch.cat(parts)
+        order = torch.argsort(torch.cat(positions))
+        return vectors[order]
+
+    # ----------------------------------------------------------------- training
+    def compute_loss(self, batch: dict[str, Any]) -> ContrastiveLossOutput:
+        """The contrastive loss of one training batch."""
+        queries = self.encoder.encode_queries(batch["query_tokens"])
+        docs = self.encode_docs(batch["docs"])
+        out = self.loss(
+            queries.float(),
+            docs.float(),
+            batch["docs"]["ids"],
+            batch["docs"]["is_image"],
+            batch["positive"],
+            batch["hard_negatives"],
+            batch["query_positive_ids"],
+            self.logit_scale(),
+        )
+        if batch["docs"]["caption_tokens"] is None:  # the vision tower took no part: keep DDP's reducer whole
+            out.loss = out.loss + 0.0 * sum(p.sum() for p in self.encoder.parameters() if p.requires_grad)
+        return out
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.compute_loss(batch)
+        self._stop_on_non_finite(out.loss, batch, batch_idx)
+        size = batch["positive"].shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=size)
+        self.log_dict(
+            {
+                "train/loss_alignment": out.alignment,
+                "train/loss_image_negatives": out.image_negatives,
+                "train/loss_text_negatives": out.text_negatives,
+                "train/negatives_per_query": out.candidates_per_query,
+                "train/logit_scale": self.logit_scale().detach(),
+                "train/negatives_version": batch["negatives_version"].max().float(),
+            },
+            batch_size=size,
+        )
+        return out.loss
+
+    def _stop_on_non_finite(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> None:
+        bad = not bool(torch.isfinite(loss))
+        if self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            rows = batch["query_index"].tolist()
+            dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            qids = [dm.train_queries[i].qid for i in rows] if dm is not None and getattr(dm, "train_queries", None) else rows
+            raise FloatingPointError(
+                f"non-finite loss {loss.item()} at global step {self.global_step}, batch {batch_idx} (queries {qids[:8]}); "
+                "lower model.lr, check the data, or use precision 32"
+            )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(build_param_groups(self, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(hp.warmup_steps, total)
+        if hp.schedule == "cosine":
+            scheduler = cosine_schedule_with_warmup(optimizer, warmup, total, hp.min_lr_ratio)
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, s / warmup) if warmup else 1.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "set_processor"):
+            datamodule.set_processor(self.encoder.processor)
+
+    # --------------------------------------------------------------- evaluation
+    def embed_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices, fp16 CPU vectors) of a query batch or a corpus batch."""
+        if "docs" in batch:
+            return batch["docs"]["ids"].cpu(), self.encode_docs(batch["docs"]).half().cpu()
+        return batch["query_index"].cpu(), self.encoder.encode_queries(batch["query_tokens"]).half().cpu()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_parts[dataloader_idx].append(self.embed_batch(batch))
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_parts[dataloader_idx].append(self.embed_batch(batch))
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed_batch(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("dev", "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test", "test")
+
+    def _finish_evaluation(self, split_name: str, stage: str) -> None:
+        dm = self.trainer.datamodule
+        parts, self._eval_parts = self._eval_parts, {QUERIES: [], CORPUS: []}
+        if self.trainer.sanity_checking:
+            return
+        split, corpus = dm.eval_split(split_name), dm.corpus
+        dim = self.encoder.embedding_dim
+        queries = gather_queries(EncodedShard.concat(parts[QUERIES], dim), len(split.queries))
+        docs = EncodedShard.concat(parts[CORPUS], dim)
+        k, factory = self.hparams.eval_top_k, self.hparams.index_factory
+        runs = {"all": search_shards(queries, docs, k, factory=factory)}
+        if self.hparams.eval_subsets:
+            runs["text"] = search_shards(queries, docs, k, keep=~corpus.is_image, factory=factory)
+            runs["image"] = search_shards(queries, docs, k, keep=corpus.is_image, factory=factory)
+        metrics = None
+        if self.trainer.is_global_zero:
+            out_dir = self.run_dir() / "eval" / f"{split_name}-step{self.global_step:07d}"
+            metrics = evaluate_and_write(
+                runs, [q.qid for q in split.queries], split.qrels, corpus.doc_ids, corpus.is_image, out_dir, tag=f"{split_name}-step{self.global_step}"
+            )
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        self.log_dict({f"{stage}/{name}": float(value) for name, value in metrics.items()}, sync_dist=False)
+        self.last_metrics = metrics
+
+    def run_dir(self) -> Path:
+        """Where evaluation and mining outputs go: the logger's directory, else the trainer's root."""
+        trainer = self.trainer
+        return Path(trainer.log_dir or trainer.default_root_dir)

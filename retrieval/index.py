@@ -1,0 +1,309 @@
+"""Dense top-k search over L2-normalised vectors by inner product.
+
+Three ways to search, all returning ``(scores float32 [Q, k], indices int64 [Q, k])`` with indices in
+insertion order and ``-1`` / ``-inf`` padding when there are fewer than ``k`` documents:
+
+* :class:`DenseIndex`: a FAISS index (exact ``"Flat"`` by default, any ``index_factory`` string),
+  on the GPU when FAISS sees one;
+* :func:`brute_force_search`: torch matmul + topk, chunked so memory stays bounded (a reference);
+* :func:`sharded_search` / :func:`merge_topk`: one index per shard, per-shard top-k lists merged into
+  the global top-k (the DDP mode: each rank searches its shard, rank 0 merges gathered lists).
+
+Vectors are not normalised here: callers pass unit vectors, so inner product = cosine.
+Among equal scores the order is whatever the backend produces; compare results up to ties.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import faiss
+import numpy as np
+import torch
+
+from retrieval.atomic import atomic_write
+from retrieval.errors import InputError
+
+Array = np.ndarray | torch.Tensor
+SearchResult = tuple[np.ndarray, np.ndarray]
+
+
+def as_float32_matrix(vectors: Array, name: str = "vectors", dim: int | None = None,
+                      dim_owner: str = "the index") -> np.ndarray:
+    """Return ``vectors`` (numpy or torch, any float dtype) as a C-contiguous float32 [N, dim] array."""
+    if isinstance(vectors, torch.Tensor):
+        tensor = vectors.detach().cpu()
+        if not tensor.is_floating_point():
+            raise InputError(f"{name} has dtype {tensor.dtype}; pass floating-point vectors (fp16/bf16/fp32)")
+        array = tensor.to(torch.float32).numpy()
+    elif isinstance(vectors, np.ndarray):
+        if not np.issubdtype(vectors.dtype, np.floating):
+            raise InputError(f"{name} has dtype {vectors.dtype}; pass floating-point vectors (fp16/fp32)")
+        array = vectors
+    else:
+        raise InputError(f"{name} is a {type(vectors).__name__}; pass a numpy array or a torch tensor")
+    if array.ndim != 2:
+        raise InputError(f"{name} has shape {tuple(array.shape)}; pass a 2-D array [N, dim]")
+    if dim is not None and array.shape[1] != dim:
+        raise InputError(f"{name} have dimension {array.shape[1]} but {dim_owner} has dimension {dim}; "
+                         "encode both with the same model")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"k={k!r} is not a positive integer; pass k >= 1")
+    return int(k)
+
+
+def _check_chunk(chunk_size: int, name: str = "chunk_size") -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise InputError(f"{name}={chunk_size!r} is not a positive integer; pass e.g. 4096")
+    return int(chunk_size)
+
+
+def _pad_invalid(scores: np.ndarray, indices: np.ndarray) -> SearchResult:
+    """Normalise backend padding: every slot without a document gets index -1 and score -inf."""
+    scores = scores.astype(np.float32, copy=False)
+    indices = indices.astype(np.int64, copy=False)
+    scores[indices < 0] = -np.inf
+    return scores, indices
+
+
+def _build_faiss_index(dim: int, factory: str) -> faiss.Index:
+    """Build an inner-product FAISS index from a factory string, turning FAISS errors into InputError."""
+    if not isinstance(factory, str) or not factory.strip():
+        raise InputError(f"index factory {factory!r} is not a FAISS factory string; pass e.g. 'Flat' or 'IVF1024,Flat'")
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "rejected"
+        raise InputError(f"FAISS rejected index factory string {factory!r} ({reason}); "
+                         "pass a valid one such as 'Flat', 'IVF1024,Flat' or 'HNSW32'") from None
+
+
+def _set_nprobe(index: faiss.Index, nprobe: int, factory: str) -> None:
+    if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+        raise InputError(f"nprobe={nprobe!r} is not a positive integer; pass e.g. 16")
+    try:
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
+    except RuntimeError:
+        raise InputError(f"nprobe={nprobe} was given but index {factory!r} has no inverted lists; "
+                         "drop nprobe or use an IVF factory such as 'IVF1024,Flat'") from None
+
+
+def _gpu_count() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def _to_gpu(index: faiss.Index, use_gpu: bool | None) -> tuple[faiss.Index, bool]:
+    """Move ``index`` to all visible GPUs if asked (True) or possible (None); return (index, on_gpu)."""
+    if use_gpu is False:
+        return index, False
+    if _gpu_count() == 0:
+        if use_gpu:
+            raise InputError("use_gpu=True but FAISS sees no GPU (faiss-cpu build or no device); "
+                             "pass use_gpu=None or False")
+        return index, False
+    try:
+        return faiss.index_cpu_to_all_gpus(index), True
+    except (RuntimeError, AttributeError) as err:
+        if use_gpu:
+            raise InputError(f"this index type cannot run on the GPU ({err}); pass use_gpu=None or False") from None
+        warnings.warn(f"FAISS could not move the index to the GPU ({err}); searching on the CPU", stacklevel=3)
+        return index, False
+
+
+def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="chunk")
+
+
+class DenseIndex:
+    """A FAISS inner-product index over unit vectors; indices returned are insertion order.
+
+    ``factory`` is a FAISS ``index_factory`` string (``"Flat"`` = exact search). ``use_gpu=None``
+    uses the GPU when FAISS sees one and stays on the CPU otherwise. ``nprobe`` sets the number of
+    inverted lists visited by IVF indexes.
+    """
+
+    def __init__(self, dim: int, factory: str = "Flat", use_gpu: bool | None = None,
+                 nprobe: int | None = None) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise InputError(f"dim={dim!r} is not a positive integer; pass the embedding dimension, e.g. 512")
+        index = _build_faiss_index(int(dim), factory)
+        if nprobe is not None:
+            _set_nprobe(index, nprobe, factory)
+        self._attach(index, factory, use_gpu)
+
+    def _attach(self, index: faiss.Index, factory: str, use_gpu: bool | None) -> None:
+        self.dim: int = index.d
+        self.factory: str = factory
+        self._index, self.on_gpu = _to_gpu(index, use_gpu)
+
+    @property
+    def ntotal(self) -> int:
+        """Number of documents added."""
+        return int(self._index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the index is ready for ``add`` (always true for ``"Flat"``)."""
+        return bool(self._index.is_trained)
+
+    def train(self, vectors: Array) -> None:
+        """Train the index (IVF centroids, quantisers) on ``vectors`` [N, dim]; a no-op if not needed."""
+        if self._index.is_trained:
+            return
+        array = as_float32_matrix(vectors, "training vectors", self.dim)
+        try:
+            self._index.train(array)
+        except RuntimeError as err:
+            reason = str(err).strip().splitlines()[-1]
+            raise InputError(f"training index {self.factory!r} on {len(array)} vectors failed ({reason}); "
+                             "pass more training vectors or a smaller factory (fewer IVF lists)") from None
+
+    def add(self, vectors: Array) -> None:
+        """Append ``vectors`` [N, dim] (numpy/torch, fp16/fp32); the first call trains the index if needed."""
+        array = as_float32_matrix(vectors, "vectors", self.dim)
+        if len(array) == 0:
+            return
+        self.train(array)
+        self._index.add(array)
+
+    def search(self, queries: Array, k: int, chunk_size: int = 4096, progress: bool = False) -> SearchResult:
+        """Top-``k`` documents per query: ``(scores float32 [Q, k], indices int64 [Q, k])``, best first.
+
+        Queries are searched ``chunk_size`` at a time (optionally with a tqdm bar). Slots beyond the
+        number of documents hold index -1 and score -inf.
+        """
+        array = as_float32_matrix(queries, "queries", self.dim)
+        k, chunk_size = _check_k(k), _check_chunk(chunk_size)
+        scores = np.full((len(array), k), -np.inf, dtype=np.float32)
+        indices = np.full((len(array), k), -1, dtype=np.int64)
+        if self.ntotal == 0 or len(array) == 0:
+            return scores, indices
+        starts = range(0, len(array), chunk_size)
+        for start in _progress(starts, len(starts), progress, "search"):
+            stop = start + chunk_size
+            scores[start:stop], indices[start:stop] = self._index.search(array[start:stop], k)
+        return _pad_invalid(scores, indices)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index to ``path`` atomically (a GPU index is copied to the CPU first)."""
+        index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
+        with atomic_write(path, "wb") as handle:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expected_dim: int | None = None,
+             use_gpu: bool | None = None) -> "DenseIndex":
+        """Read an index written by :meth:`save`; ``expected_dim`` guards against a wrong encoder."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"index file {str(path)!r} does not exist; build it first or fix the path")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            raise InputError(f"{str(path)!r} is not a FAISS index file; pass a file written by DenseIndex.save") from None
+        if expected_dim is not None and index.d != expected_dim:
+            raise InputError(f"index {str(path)!r} has dimension {index.d} but expected_dim is {expected_dim}; "
+                             "load the index built with this encoder or rebuild it")
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise InputError(f"index {str(path)!r} does not use inner product; rebuild it with DenseIndex")
+        self = cls.__new__(cls)
+        self._attach(index, f"loaded:{type(index).__name__}", use_gpu)
+        return self
+
+    def __repr__(self) -> str:
+        return f"DenseIndex(dim={self.dim}, factory={self.factory!r}, ntotal={self.ntotal}, on_gpu={self.on_gpu})"
+
+
+@torch.inference_mode()
+def _topk_over_docs(queries: torch.Tensor, docs: torch.Tensor, k: int, doc_chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k of ``queries @ docs.T`` computed ``doc_chunk_size`` docs at a time, merged as it goes."""
+    best_scores = torch.full((len(queries), k), -torch.inf)
+    best_indices = torch.full((len(queries), k), -1, dtype=torch.int64)
+    for start in range(0, len(docs), doc_chunk_size):
+        block = docs[start:start + doc_chunk_size].to(torch.float32)
+        scores, indices = (queries @ block.T).topk(min(k, len(block)), dim=1)
+        merged_scores = torch.cat([best_scores, scores], dim=1)
+        merged_indices = torch.cat([best_indices, indices + start], dim=1)
+        best_scores, order = merged_scores.topk(k, dim=1)
+        best_indices = merged_indices.gather(1, order)
+    return best_scores, best_indices
+
+
+def brute_force_search(docs: Array, queries: Array, k: int, chunk_size: int = 1024,
+                       doc_chunk_size: int = 131072) -> SearchResult:
+    """Exact top-``k`` by torch matmul + topk, never holding more than ``chunk_size x doc_chunk_size`` scores.
+
+    Returns the same layout as :meth:`DenseIndex.search`. Used as a reference and as the benchmark baseline.
+    """
+    doc_tensor = torch.as_tensor(docs) if isinstance(docs, np.ndarray) else docs
+    if not isinstance(doc_tensor, torch.Tensor) or doc_tensor.ndim != 2 or not doc_tensor.is_floating_point():
+        raise InputError("docs must be a 2-D floating-point numpy array or torch tensor [N, dim]")
+    doc_tensor = doc_tensor.detach().cpu()
+    query_array = as_float32_matrix(queries, "queries", doc_tensor.shape[1], dim_owner="docs")
+    k, chunk_size = _check_k(k), _check_chunk(chunk_size)
+    doc_chunk_size = _check_chunk(doc_chunk_size, "doc_chunk_size")
+    scores = np.full((len(query_array), k), -np.inf, dtype=np.float32)
+    indices = np.full((len(query_array), k), -1, dtype=np.int64)
+    for start in range(0, len(query_array), chunk_size):
+        chunk = torch.from_numpy(query_array[start:start + chunk_size])
+        top_scores, top_indices = _topk_over_docs(chunk, doc_tensor, k, doc_chunk_size)
+        scores[start:start + len(chunk)] = top_scores.numpy()
+        indices[start:start + len(chunk)] = top_indices.numpy()
+    return _pad_invalid(scores, indices)
+
+
+def merge_topk(parts: Sequence[tuple[Array, Array]], offsets: Sequence[int], k: int) -> SearchResult:
+    """Merge per-shard top-k lists into the global top-``k``.
+
+    ``parts[i] = (scores [Q, k_i], indices [Q, k_i])`` with shard-local indices (-1 = padding);
+    ``offsets[i]`` is the global position of shard i's first document. Equal scores keep shard order.
+    """
+    k = _check_k(k)
+    if len(parts) != len(offsets):
+        raise InputError(f"merge_topk got {len(parts)} parts but {len(offsets)} offsets; pass one offset per shard")
+    if not parts:
+        raise InputError("merge_topk got no parts; pass at least one (scores, indices) pair")
+    all_scores, all_indices = [], []
+    for shard, ((scores, indices), offset) in enumerate(zip(parts, offsets)):
+        scores = np.asarray(scores.cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float32)
+        indices = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
+        if scores.ndim != 2 or scores.shape != indices.shape or len(scores) != len(parts[0][0]):
+            raise InputError(f"shard {shard} has scores {scores.shape} and indices {indices.shape}; "
+                             f"every shard needs matching [Q, k_i] arrays for the same {len(parts[0][0])} queries")
+        all_scores.append(np.where(indices >= 0, scores, -np.inf).astype(np.float32))
+        all_indices.append(np.where(indices >= 0, indices + int(offset), -1))
+    scores, indices = np.concatenate(all_scores, axis=1), np.concatenate(all_indices, axis=1)
+    if scores.shape[1] < k:
+        pad = k - scores.shape[1]
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+        indices = np.pad(indices, ((0, 0), (0, pad)), constant_values=-1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return _pad_invalid(np.take_along_axis(scores, order, 1), np.take_along_axis(indices, order, 1))
+
+
+def sharded_search(shards: Sequence[Array], queries: Array, k: int, **index_kwargs: Any) -> SearchResult:
+    """Build one :class:`DenseIndex` per shard, search each, merge: equal to searching the concatenation.
+
+    ``index_kwargs`` go to :class:`DenseIndex` (``factory``, ``use_gpu``, ``nprobe``).
+    """
+    if not shards:
+        raise InputError("sharded_search got no shards; pass at least one [N_i, dim] array")
+    dim = as_float32_matrix(shards[0][:1], "shard 0").shape[1]
+    parts, offsets, offset = [], [], 0
+    for shard in shards:
+        index = DenseIndex(dim, **index_kwargs)
+        index.add(shard)
+        parts.append(index.search(queries, k))
+        offsets.append(offset)
+        offset += index.ntotal
+    return merge_topk(parts, offsets, k)
