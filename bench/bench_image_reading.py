@@ -1,13 +1,13 @@
 """Benchmark random-access image reading from imgs.tsv through ImageStore and a DataLoader.
 
-Writes a synthetic ``imgs.tsv`` + ``imgs.lineidx.new`` (default 20,000 images, 224 px JPEGs)
+Writes a synthetic ``imgs.tsv`` + ``imgs.lineidx.new`` (default 20,000 images, 256 px JPEGs)
 into a temporary directory (or ``--dir``, kept and reused), then reads random ids with
 ``ImageStore.load`` at 0, 1 and 2 DataLoader workers, once decoding to RGB only and once with a
 CLIP eval transform (resize 224, centre crop, to tensor, normalise). Prints images/s and the
 resident memory of the main process and of the workers next to the file size: memory must stay
 flat however much of the file is read, since only the index is held and one line is read per image.
 
-    python bench/bench_image_reading.py [--n 20000] [--reads 3000] [--image-size 224] [--dir DIR]
+    python bench/bench_image_reading.py [--n 20000] [--reads 3000] [--image-size 256] [--dir DIR]
 """
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-import numpy as np
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from datamodules.image_store import LINEIDX_NAME, TSV_NAME, ImageStore  # noqa: E402
 from datamodules.mini_webqa import write_image_tsv  # noqa: E402
@@ -82,8 +81,9 @@ class Row:
 
     def format(self) -> str:
         per_worker = self.rate / max(self.workers, 1)
+        mib = [f"{v:.0f}" if v else "-" for v in (*self.rss_1k[:1], self.rss_end[0], self.rss_1k[1], self.rss_end[1])]
         return (f"{self.mode:<8} {self.workers:>7} {self.images:>7} {self.rate:>8.0f} {per_worker:>10.0f}"
-                f" {self.rss_1k[0]:>9.0f} {self.rss_end[0]:>9.0f} {self.rss_1k[1]:>10.0f} {self.rss_end[1]:>10.0f}")
+                f" {mib[0]:>9} {mib[1]:>9} {mib[2]:>10} {mib[3]:>10}")
 
 
 HEADER = (f"{'mode':<8} {'workers':>7} {'images':>7} {'img/s':>8} {'img/s/wkr':>10}"
@@ -106,6 +106,29 @@ def read_through_loader(store: ImageStore, ids: list[str], clip: bool, workers: 
     return Row("clip224" if clip else "decode", workers, seen, time.perf_counter() - start, rss_1k, rss_end)
 
 
+def probe(directory: Path, seed: int) -> dict[str, float]:
+    """Read every image once in random order with a plain loop (no torch); RSS before/1k/end."""
+    store = ImageStore(directory)
+    ids = random.Random(seed).sample(store.ids(), len(store))
+    rss = {"before": rss_mb()[0]}
+    start = time.perf_counter()
+    for count, image_id in enumerate(ids, start=1):
+        store.load(image_id)
+        if count == 1000:
+            rss["1k"] = rss_mb()[0]
+    rss.update(end=rss_mb()[0], images=len(ids), seconds=time.perf_counter() - start)
+    return rss
+
+
+def run_probe(directory: Path, seed: int) -> Row:
+    """:func:`probe` in a fresh interpreter that imports no torch, so its RSS is the store's own."""
+    out = subprocess.run([sys.executable, __file__, "--probe", str(directory), "--seed", str(seed)],
+                         check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.splitlines()[-1])
+    print(f"lean process (numpy + PIL, no torch): RSS {r['before']:.0f} MiB before reading", flush=True)
+    return Row("loop", 0, int(r["images"]), r["seconds"], (r["1k"], 0.0), (r["end"], 0.0))
+
+
 def prepare(directory: Path, n: int, image_size: int) -> float:
     """Write the tsv + index unless ``directory`` already holds ``n`` images; return seconds spent."""
     tsv, lineidx = directory / TSV_NAME, directory / LINEIDX_NAME
@@ -118,40 +141,50 @@ def prepare(directory: Path, n: int, image_size: int) -> float:
 
 def run(directory: Path, n: int, reads: int, image_size: int, seed: int) -> None:
     """Generate (if needed), then print the throughput and memory table."""
-    seconds = prepare(directory, n, image_size)
+    seconds = prepare(directory, n, image_size)  # before torch: the pool's workers stay lean
+    import torch
+    import torchvision  # noqa: F401 - imported before the baseline RSS is taken
+
     store = ImageStore(directory)
     size = (directory / TSV_NAME).stat().st_size
-    index_bytes = store._ids.nbytes + store._offsets.nbytes
-    print(f"{TSV_NAME}: {len(store)} images of {image_size}px, {size / MB:.0f} MiB"
-          f" ({'generated in %.0fs' % seconds if seconds else 'reused'}); in-memory index {index_bytes / 1024:.0f} KiB;"
-          f" RSS before reading {rss_mb()[0]:.0f} MiB (interpreter + torch)")
+    index_kib = (store._ids.nbytes + store._offsets.nbytes) / 1024
+    made = f"generated in {seconds:.0f}s" if seconds else "reused"
+    print(f"{TSV_NAME}: {len(store)} images of {image_size}px, {size / MB:.0f} MiB ({made}); "
+          f"ImageStore index in memory: {index_kib:.0f} KiB")
+    lean = run_probe(directory, seed)
+    print(f"torch process: RSS {rss_mb()[0]:.0f} MiB before reading (interpreter + torch + torchvision)")
     rng = random.Random(seed)
     sample = rng.sample(store.ids(), min(reads, len(store)))
     everything = rng.sample(store.ids(), len(store))
     torch.set_num_threads(1)
     print(HEADER)
+    print(lean.format(), " <- every image once, plain loop, lean process", flush=True)
     for clip in (False, True):
         for workers in (0, 1, 2):
             print(read_through_loader(store, sample, clip, workers).format(), flush=True)
-    print(read_through_loader(store, everything, False, 2).format(), " <- every image once, random order")
+    print(read_through_loader(store, everything, False, 2).format(), " <- every image once, DataLoader")
     peak_self, peak_child = peak_rss_mb()
-    print(f"peak RSS: main {peak_self:.0f} MiB, largest worker {peak_child:.0f} MiB; tsv {size / MB:.0f} MiB")
+    print(f"peak RSS (getrusage): main {peak_self:.0f} MiB, largest child {peak_child:.0f} MiB "
+          f"(a forked worker's peak starts at the parent's RSS at fork); tsv {size / MB:.0f} MiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="images in the generated tsv")
     parser.add_argument("--reads", type=int, default=3000, help="random images read per timed row")
-    parser.add_argument("--image-size", type=int, default=224, help="side of the generated JPEGs")
+    parser.add_argument("--image-size", type=int, default=256, help="side of the generated JPEGs")
     parser.add_argument("--dir", type=Path, default=None, help="keep (and reuse) the tsv here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.dir is not None:
+    if args.probe is not None:
+        print(json.dumps(probe(args.probe, args.seed)))
+    elif args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
         run(args.dir, args.n, args.reads, args.image_size, args.seed)
-        return
-    with tempfile.TemporaryDirectory(prefix="bench_images_") as tmp:
-        run(Path(tmp), args.n, args.reads, args.image_size, args.seed)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench_images_") as tmp:
+            run(Path(tmp), args.n, args.reads, args.image_size, args.seed)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,9 @@ class ImageStore:
         lineidx_path: the ``<image_id>\\t<byte offset>`` index; default ``imgs.lineidx.new``
             beside the tsv.
         skip_bad_images: if true, :meth:`load` returns ``None`` for an image whose payload is
-            unusable (truncated, bad base64, undecodable) and records its id in ``bad_ids``;
-            structural faults (missing files, unknown ids, index/tsv mismatch) still raise.
+            unusable (truncated, bad base64, undecodable) and records its id in ``bad_ids`` (per
+            process: a DataLoader worker's ids stay in that worker); structural faults (missing
+            files, unknown ids, index/tsv mismatch) still raise.
     """
 
     def __init__(

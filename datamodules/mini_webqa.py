@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -168,12 +168,6 @@ def _join(parts: Sequence[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def describe_scene(scene: Scene) -> str:
-    """An exact description of the scene, e.g. 'a large red triangle and a small blue circle on a
-    yellow background'."""
-    return f"{_join([_group_phrase(g) for g in scene.groups])} on {_article(scene.background)} background"
-
-
 def verbalize(scene: Scene, rng: random.Random, noise: float) -> str:
     """A captioner-like description: varied wording, and with probability ``noise`` per shape
     group a mistake (a secondary group dropped or a wrong colour)."""
@@ -215,7 +209,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         polar = [(r if k % 2 == 0 else r * 0.45, -90 + 36 * k) for k in range(10)]
     else:  # cross: a plus sign with arms of half-width w
         w = 0.32 * r
-        pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+        pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
+               (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
         polar = [(math.hypot(x, y), math.degrees(math.atan2(y, x))) for x, y in pts]
     return [(cx + d * math.cos(math.radians(a + angle)), cy + d * math.sin(math.radians(a + angle))) for d, a in polar]
 
@@ -346,7 +341,8 @@ class MiniWebQAConfig:
         checks = [
             ("n_entities", self.n_entities >= 1),
             ("images_per_entity", 1 <= self.images_per_entity[0] <= self.images_per_entity[1]),
-            ("attributes_per_entity", 1 <= self.attributes_per_entity[0] <= self.attributes_per_entity[1] <= len(ATTRIBUTES)),
+            ("attributes_per_entity",
+             1 <= self.attributes_per_entity[0] <= self.attributes_per_entity[1] <= len(ATTRIBUTES)),
             ("n_train", self.n_train >= 1), ("n_dev", self.n_dev >= 1), ("n_test", self.n_test >= 1),
             ("image_size", self.image_size >= 16), ("jpeg_quality", 1 <= self.jpeg_quality <= 95),
             ("max_positives", self.max_positives >= 1),
@@ -497,7 +493,8 @@ IMAGE_QUESTIONS = {
     "pair": ("Which picture of the {e} shows {ac} {s}?", "In which image of the {e} can you see {ac} {s}?",
              "Find the photo of the {e} with {ac} {s} in it."),
     "shape": ("Which picture of the {e} contains a {s}?", "Show me the image of the {e} that has a {s}."),
-    "colour": ("Which picture of the {e} has the colour {c} in it?", "In which photo of the {e} is there something {c}?"),
+    "colour": ("Which picture of the {e} has the colour {c} in it?",
+               "In which photo of the {e} is there something {c}?"),
     "background": ("Which picture of the {e} has {ac} background?", "Find the image of the {e} with {ac} background."),
     "two": ("Which picture of the {e} shows two {c} {p}?", "In which image of the {e} are there two {c} {p}?"),
 }
@@ -535,7 +532,8 @@ def image_targets(cfg: MiniWebQAConfig, entities: list[Entity], images: list[Ima
             splits = {labels[(e, img.group)] for img in hits}
             if len(hits) <= cfg.max_positives and len(splits) == 1 and splits <= set(SPLITS):
                 questions, answer = _image_target_text(prop, entity.title)
-                targets.append(Target(splits.pop(), "image", e, tuple(str(i.image_id) for i in hits), questions, answer))
+                positives = tuple(str(i.image_id) for i in hits)
+                targets.append(Target(splits.pop(), "image", e, positives, questions, answer))
     return targets
 
 
@@ -549,7 +547,8 @@ def text_targets(entities: list[Entity], facts: list[FactDoc], labels: dict) -> 
     for (e, name), group in by_key.items():
         if labels[(e, name)] in SPLITS:
             questions = tuple(q.format(e=entities[e].title) for q in attrs[name].questions)
-            targets.append(Target(labels[(e, name)], "text", e, tuple(f.snippet_id for f in group), questions, group[0].value))
+            positives = tuple(f.snippet_id for f in group)
+            targets.append(Target(labels[(e, name)], "text", e, positives, questions, group[0].value))
     return targets
 
 
@@ -557,14 +556,18 @@ def pick_questions(targets: list[Target], n: int, rng: random.Random, what: str)
     """``n`` (target, question) pairs: one wording of every target first, then second wordings..."""
     wordings = [(t, rng.sample(t.questions, len(t.questions))) for t in targets]
     rng.shuffle(wordings)
-    pool = [(t, qs[d]) for d in range(max((len(qs) for _, qs in wordings), default=0)) for t, qs in wordings if d < len(qs)]
+    depth = max((len(qs) for _, qs in wordings), default=0)
+    pool = [(t, qs[d]) for d in range(depth) for t, qs in wordings if d < len(qs)]
     if len(pool) < n:
         raise InputError(f"only {len(pool)} {what} queries can be drawn, {n} asked; lower the query "
                          f"count or raise n_entities")
     return pool[:n]
 
 
-def _negatives(target: Target, entities: list[Entity], docs_of: dict[int, tuple[list[str], list[str]]]) -> tuple[list[str], list[str]]:
+DocsOf = dict[int, tuple[list[str], list[str]]]  # entity -> (image ids, snippet ids)
+
+
+def _negatives(target: Target, entities: list[Entity], docs_of: DocsOf) -> tuple[list[str], list[str]]:
     """WebQA-style distractors: the entity's and its namesakes' docs that are not positives."""
     name = entities[target.entity].name
     related = [target.entity] + [e for e, ent in enumerate(entities) if ent.name == name and e != target.entity]
@@ -577,7 +580,7 @@ def _negatives(target: Target, entities: list[Entity], docs_of: dict[int, tuple[
 def make_queries(cfg: MiniWebQAConfig, entities: list[Entity], images: list[ImageDoc], facts: list[FactDoc],
                  targets: list[Target], rng: random.Random) -> dict[str, list[dict]]:
     """Per split: half image, half text queries in the release's JSON schema."""
-    docs_of: dict[int, tuple[list[str], list[str]]] = {e: ([], []) for e in range(len(entities))}
+    docs_of: DocsOf = {e: ([], []) for e in range(len(entities))}
     for img in images:
         docs_of[img.entity][0].append(str(img.image_id))
     for fact in facts:
@@ -668,7 +671,8 @@ def _write_corpus(out: Path, cfg: MiniWebQAConfig, entities: list[Entity], image
          "url": f"https://wiki.example.org/{entities[f.entity].title.replace(' ', '_')}", "snippet_id": f.snippet_id}
         for f in facts))
     _write_jsonl(out / "all_imgs.json", (
-        {"title": entities[i.entity].title, "caption": entities[i.entity].caption, "image_id": i.image_id} for i in images))
+        {"title": entities[i.entity].title, "caption": entities[i.entity].caption, "image_id": i.image_id}
+        for i in images))
     verbal_rng = random.Random(f"{seed}:verbal")
     _write_jsonl(out / "all_imgs_exp.json", (
         {"title": entities[i.entity].title,

@@ -100,7 +100,8 @@ class TrainSampleSampler(DistributedSampler):
             )
 
     def __len__(self) -> int:
-        return (self.num_batches - self.skip_batches) * self.batch_size
+        # The full epoch even when resuming mid-epoch: Lightning counts the restored batches itself.
+        return self.num_batches * self.batch_size
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """All ranks' queries for ``epoch`` in order (global batches laid end to end)."""
@@ -126,12 +127,12 @@ class TrainSampleSampler(DistributedSampler):
     def __iter__(self) -> Iterator[TrainSample]:
         order = self.epoch_order(self.epoch)
         global_batch = self.batch_size * self.num_replicas
-        for b in range(self.skip_batches, self.num_batches):
+        first, self.skip_batches = self.skip_batches, 0  # the skip applies to the resumed epoch only
+        for b in range(first, self.num_batches):
             start = b * global_batch + self.rank * self.batch_size
             version, pool = self.registry.current()  # read per batch: new negatives apply to the next batch drawn
             for query in order[start : start + self.batch_size]:
                 yield self.draw(int(query), self.epoch, version, pool)
-        self.skip_batches = 0
 
 
 class ContiguousShardSampler(DistributedSampler):

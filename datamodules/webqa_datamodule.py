@@ -267,8 +267,9 @@ class WebQADataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "trainer", None)
         state = {"active_negatives": self.active_negatives}
-        if trainer is not None and trainer.training:
-            state["batches_into_epoch"] = int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+        if trainer is not None and trainer.training:  # a mid-epoch checkpoint resumes after the batches it saw
+            progress = trainer.fit_loop.epoch_loop.batch_progress
+            state["batches_into_epoch"] = 0 if progress.is_last_batch else int(progress.current.processed)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from lightning_modules.corpus_search import EncodedShard, gather_queries, search
 from lightning_modules.encoders.base import RetrievalEncoder
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
+from retrieval.errors import InputError
 from retrieval.report import evaluate_and_write
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,23 @@ class UniversalRetriever(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "set_processor"):
             datamodule.set_processor(self.encoder.processor)
+        if stage == "fit" and datamodule is not None:
+            self._check_negatives_exist(datamodule)
+
+    def _check_negatives_exist(self, datamodule: Any) -> None:
+        """Refuse a configuration whose batches would hold no negative at all."""
+        loss, world = self.loss, self.trainer.world_size
+        batch = datamodule.hparams.batch_size * (world if loss.cross_device else 1)
+        hard_per_query = datamodule.strategy.total if datamodule.active_negatives is not None else 0
+        mines_at_start = any(getattr(cb, "at_fit_start", False) for cb in self.trainer.callbacks)
+        has_in_batch = loss.in_batch and batch > 1
+        has_hard = (loss.hard_negatives or loss.share_hard_negatives) and (hard_per_query > 0 or mines_at_start)
+        if not (has_in_batch or has_hard):
+            raise InputError(
+                f"no negatives: loss(in_batch={loss.in_batch}, hard_negatives={loss.hard_negatives}) with batch {batch} and "
+                f"{hard_per_query} hard negatives per query (negatives_file={datamodule.active_negatives}, strategy={datamodule.strategy.name}); "
+                "raise data.batch_size, enable model.loss.init_args.in_batch, or give data.negatives_file with a strategy other than none"
+            )
 
     # --------------------------------------------------------------- evaluation
     def embed_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import multiprocessing as mp
 import os
 import pickle
@@ -75,7 +76,7 @@ def test_data_dir_argument_and_offsets(tmp_path: Path, data: dict[str, bytes]) -
 
 
 def test_non_rgb_images_are_converted(tmp_path: Path) -> None:
-    buffer = __import__("io").BytesIO()
+    buffer = io.BytesIO()
     Image.new("L", (8, 8), 128).save(buffer, format="PNG")
     store = _write_raw(tmp_path, [_line("7", buffer.getvalue())])
     assert store.load("7").mode == "RGB"
@@ -186,7 +187,8 @@ def test_undecodable_image(tmp_path: Path) -> None:
     good = _line("100", _jpeg(COLOURS[0]))
     store = _write_raw(tmp_path, [good, _line("101", b"this is not an image")])
     assert store.read_bytes("101") == b"this is not an image"
-    with pytest.raises(BadImageError, match=rf"image '101' at byte offset {len(good)} .*cannot decode.*skip_bad_images") as excinfo:
+    pattern = rf"image '101' at byte offset {len(good)} .*cannot decode.*skip_bad_images"
+    with pytest.raises(BadImageError, match=pattern) as excinfo:
         store.load("101")
     _message(excinfo)
 

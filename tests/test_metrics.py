@@ -18,7 +18,7 @@ TREC_MEASURES = {"NDCG@10": "ndcg_cut_10", "NDCG@20": "ndcg_cut_20", "Recall@20"
 
 
 def random_case(seed: int, n_queries: int = 300, n_docs: int = 400, depth: int = 120):
-    """Random run (distinct docs per query) and qrels with 1-4 relevant docs, some queries missing from the run."""
+    """Random run (distinct docs per query) and qrels with 1-4 judged docs (levels 0-2), some queries missing from the run."""
     rng = random.Random(seed)
     docs = [f"d{i}" for i in range(n_docs)]
     qrels, run = {}, {}
@@ -32,6 +32,8 @@ def random_case(seed: int, n_queries: int = 300, n_docs: int = 400, depth: int =
         qrels[qid] = {doc: rng.choice([1, 1, 2]) for doc in relevant}
         if rng.random() < 0.3:
             qrels[qid][rng.choice(docs)] = 0
+        if rng.random() < 0.05:  # judged, none relevant: trec_eval scores such a query 0
+            qrels[qid] = {doc: 0 for doc in qrels[qid]}
         if rng.random() > 0.05:
             run[qid] = ranking
     return run, qrels

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -53,6 +56,14 @@ def test_deterministic_per_seed(tiny: Path, tmp_path: Path) -> None:
         assert (again / name).read_bytes() == (tiny / name).read_bytes(), name
     for name in FILES - {"README.txt"}:
         assert (other / name).read_bytes() != (tiny / name).read_bytes(), name
+
+
+def test_same_bytes_in_a_fresh_interpreter(tiny: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    cmd = [sys.executable, "-m", "datamodules.mini_webqa", "--out", str(tmp_path / "fresh"), "--size", "tiny"]
+    subprocess.run(cmd, check=True, env=env, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    for name in FILES:
+        assert (tmp_path / "fresh" / name).read_bytes() == (tiny / name).read_bytes(), name
 
 
 def test_corpus_schema(tiny: Path) -> None:

@@ -1,0 +1,390 @@
+"""Benchmark training throughput: a bare PyTorch loop against the Lightning ``UniversalRetriever``.
+
+Both loops train the tiny CLIP (``tiny-clip-64px``, random weights, same seed) with the same
+``ContrastiveRetrievalLoss`` (in-batch + hard negatives, balanced k=1 WebQA distractors), the same
+AdamW param groups and cosine schedule, on the SAME pre-collated mini-WebQA batches held in memory,
+so data loading is excluded from both. Repeats alternate (bare, lightning, bare, lightning, ...)
+so machine noise hits both alike; each repeat starts from a fresh copy of the same initial weights
+and times the steps after ``--warmup`` untimed ones. The real ``WebQADataModule.train_dataloader``
+is then timed alone at 0 and 2 workers, to compare its samples/s with the training samples/s.
+
+The bare loop calls ``UniversalRetriever.compute_loss`` as a plain ``nn.Module`` (no trainer
+attached), so both loops run the identical forward; what differs is Lightning's loop, hooks,
+``self.log`` bookkeeping and the non-finite check of ``training_step``. ``--variants`` adds
+monkeypatched Lightning runs (no ``self.log``; no non-finite check) that attribute that overhead.
+
+Each step is timed end to end (from the end of the previous step, so fetching the batch, hooks and
+logging count). Three clocks are reported: the median step (the headline, robust to bursts of load
+from other processes on a shared machine), the whole timed span, and this process's CPU time.
+``--threads`` defaults to 1: on a shared 2-core machine two intra-op threads collapse as soon as
+other processes take a core (OpenMP threads wait on each other at every op; steps ran 10-15x slower).
+
+    python bench/bench_training.py [--steps 20] [--warmup 3] [--batch-size 64] [--rounds 3]
+                                   [--threads 1] [--data-dir DIR] [--variants]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from datamodules.mini_webqa import generate_mini_webqa  # noqa: E402
+from datamodules.webqa_datamodule import WEBQA_DISTRACTORS, WebQADataModule  # noqa: E402
+from lightning_modules.encoders.clip import CLIPEncoder  # noqa: E402
+from lightning_modules.loss import ContrastiveRetrievalLoss  # noqa: E402
+from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup  # noqa: E402
+from lightning_modules.retriever import UniversalRetriever  # noqa: E402
+
+MODEL_NAME = "tiny-clip-64px"
+TARGET_RATIO = 0.9
+MEDIAN_STEP = "median step"
+Batch = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- setup
+def quiet() -> None:
+    """Silence Lightning's banner and warnings about this setup, and open_clip's random-init notice."""
+    for name in ("lightning.pytorch", "lightning.fabric", ""):  # "" = root (open_clip logs there)
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+
+
+@contextlib.contextmanager
+def data_directory(data_dir: str | None) -> Iterator[Path]:
+    """``data_dir`` (mini-WebQA small generated there if it holds no ``train.json``), else a temp dir."""
+    if data_dir is not None:
+        path = Path(data_dir)
+        if not (path / "train.json").exists():
+            generate_mini_webqa(path, size="small", seed=0)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp:
+        yield generate_mini_webqa(Path(tmp) / "mini-webqa", size="small", seed=0)
+
+
+def make_datamodule(data_dir: Path, encoder: CLIPEncoder, batch_size: int, num_workers: int) -> WebQADataModule:
+    """A set-up WebQA datamodule with balanced k=1 WebQA-distractor negatives."""
+    dm = WebQADataModule(
+        str(data_dir), negatives_file=WEBQA_DISTRACTORS, negative_strategy="balanced", negatives_k=1,
+        batch_size=batch_size, num_workers=num_workers,
+    )
+    dm.setup("fit")
+    dm.set_processor(encoder.processor)
+    return dm
+
+
+def collect_batches(dm: WebQADataModule, n: int) -> list[Batch]:
+    """The first ``n`` training batches, collated once in this process (epochs repeat if needed)."""
+    batches: list[Batch] = []
+    while len(batches) < n:
+        for batch in dm.train_dataloader():
+            batches.append(batch)
+            if len(batches) == n:
+                break
+    return batches
+
+
+def make_module(initial_encoder: CLIPEncoder) -> UniversalRetriever:
+    """A retriever around a fresh copy of ``initial_encoder``: every run starts from the same weights."""
+    loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
+    return UniversalRetriever(copy.deepcopy(initial_encoder), loss=loss)
+
+
+# --------------------------------------------------------------------------- the two loops
+def differences(marks: tuple[float, ...], warmup: int) -> list[float]:
+    """Durations of the steps after ``warmup`` from the clock readings at the end of every step."""
+    return [after - before for before, after in zip(marks[warmup - 1:], marks[warmup:])]
+
+
+@dataclass
+class Timing:
+    """Wall and process-CPU seconds of each timed step of one run, and the trained module."""
+
+    wall: list[float]
+    cpu: list[float]
+    module: UniversalRetriever
+
+    def rates(self, batch_size: int) -> dict[str, float]:
+        """Samples/s by three clocks: the median step (robust to load bursts of other processes),
+        the whole timed span, and this process's CPU time (blind to time taken by other processes)."""
+        n = len(self.wall) * batch_size
+        return {MEDIAN_STEP: batch_size / statistics.median(self.wall), "whole span": n / sum(self.wall), "cpu time": n / sum(self.cpu)}
+
+
+class StepTimes:
+    """Clock readings (wall, process CPU) at the end of every step; the end-to-end differences include
+    everything a loop does between steps (fetching the next batch, hooks, logging)."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, float]] = []
+
+    def mark(self) -> None:
+        self.marks.append((time.perf_counter(), time.process_time()))
+
+    def timing(self, warmup: int, module: UniversalRetriever) -> Timing:
+        wall, cpu = zip(*self.marks)
+        return Timing(differences(wall, warmup), differences(cpu, warmup), module)
+
+
+def bare_optimizer(module: UniversalRetriever, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW + cosine exactly as ``UniversalRetriever.configure_optimizers`` builds them."""
+    hp = module.hparams
+    optimizer = torch.optim.AdamW(build_param_groups(module, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+    scheduler = cosine_schedule_with_warmup(optimizer, min(hp.warmup_steps, total_steps), total_steps, hp.min_lr_ratio)
+    return optimizer, scheduler
+
+
+def run_bare(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int) -> Timing:
+    """Plain PyTorch: forward, backward, optimizer step, zero_grad, scheduler step."""
+    module = make_module(initial_encoder)
+    module.train()
+    optimizer, scheduler = bare_optimizer(module, len(batches))
+    times = StepTimes()
+    for batch in batches:
+        loss = module.compute_loss(batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        times.mark()
+    return times.timing(warmup, module)
+
+
+class StepClock(L.Callback):
+    """Marks the end of every training step (Lightning steps the scheduler before ``on_train_batch_end``)."""
+
+    def __init__(self) -> None:
+        self.times = StepTimes()
+        self.threads = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.threads = torch.get_num_threads()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.times.mark()
+
+
+def run_lightning(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int) -> Timing:
+    """``lightning.Trainer.fit`` over the in-memory batches, with the module's own ``configure_optimizers``."""
+    module = make_module(initial_encoder)
+    clock = StepClock()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        callbacks=[clock],
+    )
+    trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
+    if clock.threads != torch.get_num_threads():
+        raise RuntimeError(f"Lightning ran with {clock.threads} threads, the bare loop with {torch.get_num_threads()}")
+    return clock.times.timing(warmup, module)
+
+
+# --------------------------------------------------------------------------- monkeypatched variants
+@contextlib.contextmanager
+def patched(target: object, name: str, replacement: Any) -> Iterator[None]:
+    """Temporarily replace ``target.name``."""
+    original = getattr(target, name)
+    setattr(target, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(target, name, original)
+
+
+def no_logging() -> contextlib.AbstractContextManager:
+    """``self.log`` / ``self.log_dict`` do nothing (no ResultCollection bookkeeping per step)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(patched(UniversalRetriever, "log", lambda self, *a, **k: None))
+    stack.enter_context(patched(UniversalRetriever, "log_dict", lambda self, *a, **k: None))
+    return stack
+
+
+def no_finite_check() -> contextlib.AbstractContextManager:
+    """``_stop_on_non_finite`` does nothing (no isfinite sync, no ``reduce_boolean_decision``)."""
+    return patched(UniversalRetriever, "_stop_on_non_finite", lambda self, *a, **k: None)
+
+
+def lightning_variant(patch: Callable[[], contextlib.AbstractContextManager]) -> Callable[[CLIPEncoder, list[Batch], int], Timing]:
+    """``run_lightning`` under ``patch``."""
+
+    def run(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int) -> Timing:
+        with patch():
+            return run_lightning(initial_encoder, batches, warmup)
+
+    return run
+
+
+# --------------------------------------------------------------------------- measurement
+@dataclass
+class Contender:
+    """One way of training, and the samples/s of each of its repeats by each clock of ``Timing.rates``."""
+
+    name: str
+    run: Callable[[CLIPEncoder, list[Batch], int], Timing]
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    first: Timing | None = None
+
+    def median(self, clock: str = MEDIAN_STEP) -> float:
+        """Median over repeats; by default of the median-step throughput, the headline number."""
+        return statistics.median(self.rates[clock])
+
+
+def alternate(contenders: list[Contender], initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int, rounds: int, batch_size: int) -> None:
+    """Run every contender once per round, in turn, recording its samples/s (and keeping its first run)."""
+    for round_index in range(rounds):
+        for c in contenders:
+            timing = c.run(initial_encoder, batches, warmup)
+            rates = timing.rates(batch_size)
+            for clock, rate in rates.items():
+                c.rates.setdefault(clock, []).append(rate)
+            c.first = c.first or timing
+            shown = ", ".join(f"{rate:6.1f} ({clock})" for clock, rate in rates.items())
+            print(f"  round {round_index + 1}: {c.name:<26} samples/s {shown}", flush=True)
+
+
+def variants() -> list[Contender]:
+    """Lightning with its per-step extras switched off one at a time."""
+    return [
+        Contender("lightning, no self.log", lightning_variant(no_logging)),
+        Contender("lightning, no finite check", lightning_variant(no_finite_check)),
+    ]
+
+
+def max_weight_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """Largest absolute difference between the parameters of two same-architecture modules."""
+    return max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
+
+
+@dataclass
+class LoaderRate:
+    """Throughput of the real training DataLoader."""
+
+    workers: int
+    batches: int
+    first_batch_s: float
+    steady_s: float
+
+    def batches_per_s(self) -> float:
+        return (self.batches - 1) / self.steady_s
+
+
+def time_loader(data_dir: Path, encoder: CLIPEncoder, batch_size: int, workers: int, max_batches: int) -> LoaderRate:
+    """Iterate ``dm.train_dataloader()`` alone: latency of the first batch, then the steady rate."""
+    loader = make_datamodule(data_dir, encoder, batch_size, workers).train_dataloader()
+    start = time.perf_counter()
+    iterator = iter(loader)
+    next(iterator)
+    first = time.perf_counter()
+    count = 1
+    for _ in iterator:
+        count += 1
+        if count == max_batches:
+            break
+    end = time.perf_counter()
+    del iterator, loader  # shuts persistent workers down
+    return LoaderRate(workers, count, first - start, end - first)
+
+
+# --------------------------------------------------------------------------- report
+def print_training_table(contenders: list[Contender], batch_size: int) -> None:
+    """Per clock: median samples/s over repeats and its ratio to the first contender (the bare loop)."""
+    clocks = list(contenders[0].rates)
+    header = "".join(f"{clock + ' samples/s':>22}{'ratio':>7}" for clock in clocks)
+    print(f"\n{'loop':<28}{'ms/step':>9}{header}")
+    for c in contenders:
+        cells = "".join(f"{c.median(k):22.1f}{c.median(k) / contenders[0].median(k):7.3f}" for k in clocks)
+        print(f"{c.name:<28}{1000 * batch_size / c.median():9.1f}{cells}")
+
+
+def print_loader_table(rates: list[LoaderRate], batch_size: int, train_rate: float) -> None:
+    """Batches/s and samples/s of the real loader, and how many times the (faster) training samples/s that is."""
+    print(f"\n{'train_dataloader':<24}{'batches/s':>10}{'samples/s':>11}{'x training':>12}{'first batch s':>15}")
+    for r in rates:
+        samples = r.batches_per_s() * batch_size
+        print(f"{'num_workers=' + str(r.workers):<24}{r.batches_per_s():10.2f}{samples:11.1f}{samples / train_rate:12.1f}{r.first_batch_s:15.2f}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of every run (>= 1)")
+    parser.add_argument("--batch-size", type=int, default=64, help="queries per batch")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating repeats of each loop")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both loops (see the module docstring)")
+    parser.add_argument("--loader-batches", type=int, default=20, help="batches read per DataLoader measurement")
+    parser.add_argument("--data-dir", default=None, help="mini-WebQA directory (generated 'small' if empty); default: a temp dir")
+    parser.add_argument("--variants", action="store_true", help=f"also time monkeypatched Lightning (forced when ratio < {TARGET_RATIO})")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
+        parser.error("--warmup, --steps and --rounds must be >= 1")
+    return args
+
+
+def describe_batches(dm: WebQADataModule, batches: list[Batch]) -> str:
+    """One line about the data: queries, docs per batch, batches where the 0 * sum(params) guard fires."""
+    docs = statistics.mean(len(b["docs"]["ids"]) for b in batches)
+    text_only = sum(b["docs"]["caption_tokens"] is None for b in batches)
+    return (f"{len(dm.train_queries)} train queries, {docs:.0f} docs per batch on average, "
+            f"{text_only} of {len(batches)} batches without image docs (where compute_loss adds 0 * sum(params))")
+
+
+def compare_loops(args: argparse.Namespace, initial_encoder: CLIPEncoder, batches: list[Batch]) -> list[Contender]:
+    """Alternate bare and Lightning (and the variants when asked or when Lightning is too slow); print the tables."""
+    contenders = [Contender("bare pytorch", run_bare), Contender("lightning", run_lightning)]
+    contenders += variants() if args.variants else []
+    alternate(contenders, initial_encoder, batches, args.warmup, args.rounds, args.batch_size)
+    print_training_table(contenders, args.batch_size)
+    diff = max_weight_difference(contenders[0].first.module, contenders[1].first.module)
+    print(f"max |weight difference| bare vs lightning after {len(batches)} steps (round 1): {diff:.2e}")
+    ratio = contenders[1].median() / contenders[0].median()
+    if ratio < TARGET_RATIO and not args.variants:
+        print(f"\nratio {ratio:.2f} < {TARGET_RATIO}: timing monkeypatched Lightning against the bare loop again")
+        block = [Contender("bare pytorch", run_bare), *variants()]
+        alternate(block, initial_encoder, batches, args.warmup, args.rounds, args.batch_size)
+        print_training_table(block, args.batch_size)
+    return contenders
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    quiet()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    initial_encoder = CLIPEncoder(MODEL_NAME, pretrained=None)
+    print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")
+    print(f"{MODEL_NAME}: batch {args.batch_size}, {args.warmup} warmup + {args.steps} timed steps, {args.rounds} rounds")
+    with data_directory(args.data_dir) as data_dir:
+        dm = make_datamodule(data_dir, initial_encoder, args.batch_size, num_workers=0)
+        batches = collect_batches(dm, args.warmup + args.steps)
+        print(f"data {data_dir}: {describe_batches(dm, batches)}\n")
+        contenders = compare_loops(args, initial_encoder, batches)
+        loaders = [time_loader(data_dir, initial_encoder, args.batch_size, w, args.loader_batches) for w in (0, 2)]
+    bare, lightning = contenders[0].median(), contenders[1].median()
+    print_loader_table(loaders, args.batch_size, max(bare, lightning))
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"RATIO lightning/bare = {lightning / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()
