@@ -34,7 +34,7 @@ def unit_vector_chunks(n: int, dim: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, n, GEN_CHUNK):
         chunk = torch.randn(min(GEN_CHUNK, n - start), dim, generator=generator)
-        yield torch.nn.functional.normalize(chunk, dim=1)
+        yield chunk.div_(chunk.norm(dim=1, keepdim=True))  # in place: one buffer per chunk
 
 
 def rss_bytes() -> int:
@@ -56,27 +56,30 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_faiss(n: int, dim: int, queries, k: int, reserve: bool = True) -> tuple[dict, np.ndarray]:
-    """Build DenseIndex("Flat") chunk by chunk (room reserved up front), then search; times and memory.
+def run_faiss(n: int, dim: int, queries, k: int, reserve: bool = True,
+              search: bool = True) -> tuple[dict, np.ndarray]:
+    """Build DenseIndex("Flat") chunk by chunk (``reserve``: room reserved up front), then search.
 
-    With ``reserve=False`` only the build runs: it measures the peak memory of unreserved chunked adds.
+    Memory is reported as bytes per doc over the RSS before building: peak after the build, peak overall.
     """
     from retrieval.index import DenseIndex
 
     baseline = rss_bytes()
-    index, build = DenseIndex(dim, "Flat", use_gpu=False), 0.0
+    index, stats = DenseIndex(dim, "Flat", use_gpu=False), {"build_s": 0.0}
     if reserve:
         index.reserve(n)
     for chunk in unit_vector_chunks(n, dim, DOC_SEED):
         start = time.perf_counter()
         index.add(chunk)
-        build += time.perf_counter() - start
-    if not reserve:
-        return {"rss_per_doc": (peak_rss_bytes() - baseline) / n}, np.empty((0, k))
+        stats["build_s"] += time.perf_counter() - start
+    stats["build_rss_per_doc"] = (peak_rss_bytes() - baseline) / n
+    if not search:
+        return stats, np.empty((0, k), dtype=np.int64)
     start = time.perf_counter()
     _, indices = index.search(queries, k)
-    search = time.perf_counter() - start
-    return {"build_s": build, "search_s": search, "rss_per_doc": (peak_rss_bytes() - baseline) / n}, indices
+    stats["search_s"] = time.perf_counter() - start
+    stats["peak_rss_per_doc"] = (peak_rss_bytes() - baseline) / n
+    return stats, indices
 
 
 def run_brute(n: int, dim: int, queries, k: int) -> tuple[dict, np.ndarray]:
@@ -105,7 +108,8 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "brute":
         stats, indices = run_brute(args.n, args.dim, queries, args.k)
     else:
-        stats, indices = run_faiss(args.n, args.dim, queries, args.k, reserve=args.worker == "faiss")
+        stats, indices = run_faiss(args.n, args.dim, queries, args.k, reserve=args.worker != "build-plain",
+                                   search=args.worker == "faiss")
     np.save(args.out, indices)
     print(json.dumps(stats))
 
@@ -127,37 +131,44 @@ def same_docs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([len(np.intersect1d(x, y)) / len(x) for x, y in zip(a, b)]))
 
 
+def print_table(args: argparse.Namespace, tmp: Path) -> list[tuple[int, float]]:
+    """Time and memory of both paths per size; returns (docs, peak extra RSS bytes) of the FAISS path."""
+    header = (f"{'docs':>9} | {'faiss build s':>13} {'faiss search s':>14} | {'brute build s':>13} "
+              f"{'brute search s':>14} | {'brute/faiss':>11} | {'same docs':>9} | {'peak RSS B/doc':>14} "
+              f"{'build B/doc':>11} {'no reserve':>10} | {'index B/doc':>11}")
+    print(header + "\n" + "-" * len(header))
+    growth = []
+    for n in args.sizes:
+        stats = {path: measure(path, n, args, tmp / f"{path}.npy") for path in ("faiss", "brute", "build-plain")}
+        f, b, plain = stats["faiss"], stats["brute"], stats["build-plain"]
+        overlap = same_docs(np.load(tmp / "faiss.npy"), np.load(tmp / "brute.npy"))
+        growth.append((n, f["peak_rss_per_doc"] * n))
+        print(f"{n:>9} | {f['build_s']:>13.2f} {f['search_s']:>14.2f} | {b['build_s']:>13.2f} "
+              f"{b['search_s']:>14.2f} | {b['search_s'] / f['search_s']:>10.2f}x | {overlap:>9.4f} | "
+              f"{f['peak_rss_per_doc']:>14.0f} {f['build_rss_per_doc']:>11.0f} {plain['build_rss_per_doc']:>10.0f} | "
+              f"{4 * args.dim:>11}", flush=True)
+    return growth
+
+
 def main(args: argparse.Namespace) -> None:
     import faiss
     import torch
 
     print(f"threads={args.threads} (faiss.omp_set_num_threads, torch.set_num_threads); faiss {faiss.__version__}, "
-          f"torch {torch.__version__}; dim={args.dim} fp32, {args.queries} queries, top-{args.k}; "
-          f"load average at start {os.getloadavg()[0]:.2f}")
-    header = (f"{'docs':>9} | {'faiss build s':>13} {'faiss search s':>14} | {'brute build s':>13} "
-              f"{'brute search s':>14} | {'brute/faiss':>11} | {'same docs':>9} | {'RSS B/doc':>9} {'no reserve':>10} "
-              f"{'index B/doc':>11}")
-    print(header)
-    print("-" * len(header))
-    growth = []
+          f"torch {torch.__version__}; dim={args.dim} fp32, {args.queries} queries for both paths at every size, "
+          f"top-{args.k}; load average at start {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.sizes:
-            stats = {path: measure(path, n, args, Path(tmp) / f"{path}.npy")
-                     for path in ("faiss", "brute", "faiss-noreserve")}
-            growth.append((n, stats["faiss"]["rss_per_doc"] * n))
-            overlap = same_docs(np.load(Path(tmp) / "faiss.npy"), np.load(Path(tmp) / "brute.npy"))
-            f, b = stats["faiss"], stats["brute"]
-            print(f"{n:>9} | {f['build_s']:>13.2f} {f['search_s']:>14.2f} | {b['build_s']:>13.2f} "
-                  f"{b['search_s']:>14.2f} | {b['search_s'] / f['search_s']:>10.2f}x | {overlap:>9.4f} | "
-                  f"{f['rss_per_doc']:>9.0f} {stats['faiss-noreserve']['rss_per_doc']:>10.0f} {4 * args.dim:>11}",
-                  flush=True)
-    print(f"load average at end {os.getloadavg()[0]:.2f}")
-    print("RSS B/doc = (peak RSS - RSS before building) / docs, FAISS path with DenseIndex.reserve(n) then chunked "
-          f"adds of {GEN_CHUNK}; the fixed part (one generation chunk, search buffers) fades as docs grow. "
-          "'no reserve' = the same adds without reserve (build only): FAISS's buffer doubling shows.")
-    for (n0, rss0), (n1, rss1) in zip(growth, growth[1:]):
-        print(f"  marginal peak RSS from {n0} to {n1} docs: {(rss1 - rss0) / (n1 - n0):.0f} B/doc "
-              f"(index stores {4 * args.dim})")
+        growth = print_table(args, Path(tmp))
+        print(f"load average at end of table {os.getloadavg()[0]:.2f}")
+        print("B/doc columns = (peak RSS - RSS before building) / docs for the FAISS path: 'peak RSS' over build and "
+              f"search; 'build' after DenseIndex.reserve(n) and adds of {GEN_CHUNK}-vector chunks; 'no reserve' the "
+              "same adds without reserve. The fixed part (one generation chunk, search blocks) fades as docs grow.")
+        for (n0, rss0), (n1, rss1) in zip(growth, growth[1:]):
+            print(f"  marginal peak RSS from {n0} to {n1} docs: {(rss1 - rss0) / (n1 - n0):.0f} B/doc")
+        for n in args.memory_sizes:
+            reserved, plain = (measure(path, n, args, Path(tmp) / "build.npy") for path in ("build-reserve", "build-plain"))
+            print(f"  build only at {n} docs: {reserved['build_rss_per_doc']:.0f} B/doc with reserve, "
+                  f"{plain['build_rss_per_doc']:.0f} B/doc without (FAISS grows its buffer by doubling)")
 
 
 def parse_args() -> argparse.Namespace:
@@ -166,8 +177,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1_177_447],
+                        help="build-only memory check sizes (default: the WebQA corpus)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--worker", choices=["faiss", "faiss-noreserve", "brute"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["faiss", "brute", "build-reserve", "build-plain"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     return parser.parse_args()

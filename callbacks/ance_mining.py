@@ -62,6 +62,14 @@ def mine_negatives(trainer: L.Trainer, module: L.LightningModule, path: Path, to
     return timings
 
 
+def _training_ends_now(trainer: L.Trainer) -> bool:
+    """True after the run's last optimizer step: negatives mined now would never be used."""
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return True
+    last_epoch = trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch >= trainer.max_epochs - 1
+    return bool(last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 class ANCEMiningCallback(Callback):
     """Refresh hard negatives from an index rebuilt with the current model.
 
@@ -125,11 +133,13 @@ class ANCEMiningCallback(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self.last_mined_step:
+        due = self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self.last_mined_step
+        if due and not _training_ends_now(trainer):
             self.refresh(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and trainer.global_step != self.last_mined_step:
+        due = self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if due and trainer.global_step != self.last_mined_step and not _training_ends_now(trainer):
             self.refresh(trainer, pl_module)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

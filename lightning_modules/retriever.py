@@ -211,8 +211,8 @@ class UniversalRetriever(L.LightningModule):
             runs["text"] = search_shards(queries, docs, k, keep=~corpus.is_image, factory=factory)
             runs["image"] = search_shards(queries, docs, k, keep=corpus.is_image, factory=factory)
         metrics = None
+        out_dir = self.run_dir() / "eval" / f"{split_name}-step{self.global_step:07d}"  # a collective: all ranks
         if self.trainer.is_global_zero:
-            out_dir = self.run_dir() / "eval" / f"{split_name}-step{self.global_step:07d}"
             metrics = evaluate_and_write(
                 runs, [q.qid for q in split.queries], split.qrels, corpus.doc_ids, corpus.is_image, out_dir, tag=f"{split_name}-step{self.global_step}"
             )
@@ -221,6 +221,9 @@ class UniversalRetriever(L.LightningModule):
         self.last_metrics = metrics
 
     def run_dir(self) -> Path:
-        """Where evaluation and mining outputs go: the logger's directory, else the trainer's root."""
+        """Where evaluation and mining outputs go: the logger's directory, else the trainer's root.
+
+        ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank must call this.
+        """
         trainer = self.trainer
         return Path(trainer.log_dir or trainer.default_root_dir)

@@ -80,6 +80,20 @@ def test_chunked_search_equals_single_call(docs, queries):
     np.testing.assert_array_equal(whole[1], chunked[1])
 
 
+def test_reserve_then_chunked_adds_and_block_settings_restored(docs, queries):
+    import faiss
+
+    reserved, plain = DenseIndex(DIM), DenseIndex(DIM)
+    reserved.reserve(len(docs))
+    for start in range(0, len(docs), 128):
+        reserved.add(docs[start:start + 128])
+    plain.add(docs)
+    saved = faiss.cvar.distance_compute_blas_database_bs
+    np.testing.assert_array_equal(reserved.search(queries, 10)[1], plain.search(queries, 10)[1])
+    assert faiss.cvar.distance_compute_blas_database_bs == saved
+    DenseIndex(DIM, factory="HNSW32").reserve(100)  # not a flat index: a no-op
+
+
 def test_fewer_docs_than_k_pads():
     index = DenseIndex(DIM)
     scores, indices = index.search(unit_vectors(3), 4)
