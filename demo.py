@@ -48,7 +48,7 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([head, rule, *body])
 
 
-def run_demo(out: Path, size: str = "small", seed: int = 0, stage1_epochs: int = 8, stage3_epochs: int = 6, refresh_every: int = 40) -> list[dict[str, Any]]:
+def run_demo(out: Path, size: str = "small", seed: int = 0, stage1_epochs: int = 16, stage3_epochs: int = 12, refresh_every: int = 69) -> list[dict[str, Any]]:
     """Run the whole pipeline into ``out``; return one row per stage."""
     from train import cli_main
 
@@ -101,9 +101,9 @@ def run_demo_cli(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/demo", help="output folder (data, checkpoints, logs, results)")
     parser.add_argument("--size", default="small", choices=["tiny", "small"], help="mini-WebQA preset")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stage1-epochs", type=int, default=8)
-    parser.add_argument("--stage3-epochs", type=int, default=6)
-    parser.add_argument("--refresh-every", type=int, default=40, help="re-mine hard negatives every N steps in stage 3")
+    parser.add_argument("--stage1-epochs", type=int, default=16)
+    parser.add_argument("--stage3-epochs", type=int, default=12)
+    parser.add_argument("--refresh-every", type=int, default=69, help="re-mine hard negatives every N steps in stage 3")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run_demo(Path(args.out), args.size, args.seed, args.stage1_epochs, args.stage3_epochs, args.refresh_every)

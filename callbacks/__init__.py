@@ -1,4 +1,5 @@
-"""Callbacks: in-loop ANCE hard-negative refresh."""
+"""Callbacks: in-loop ANCE hard-negative refresh, and the embedding writer of predict runs."""
 from callbacks.ance_mining import ANCEMiningCallback
+from callbacks.embedding_writer import EmbeddingWriter
 
-__all__ = ["ANCEMiningCallback"]
+__all__ = ["ANCEMiningCallback", "EmbeddingWriter"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ from retrieval.errors import InputError
 from retrieval.trec import read_qrels
 
 log = logging.getLogger(__name__)
+
+# Lightning warns that a mid-epoch resume may replay data; TrainSampleSampler resumes exactly
+# (it skips the batches the checkpoint had already seen), so the warning does not apply here.
+warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 #: ``negatives_file`` value that samples WebQA's own distractors from the query file.
 WEBQA_DISTRACTORS = "webqa"

@@ -123,6 +123,7 @@ class UniversalRetriever(L.LightningModule):
                 "train/negatives_per_query": out.candidates_per_query,
                 "train/logit_scale": self.logit_scale().detach(),
                 "train/negatives_version": batch["negatives_version"].max().float(),
+                "train/skipped_images": (~batch["docs"]["image_valid"]).sum().float(),
             },
             batch_size=size,
         )
@@ -182,10 +183,16 @@ class UniversalRetriever(L.LightningModule):
         return batch["query_index"].cpu(), self.encoder.encode_queries(batch["query_tokens"]).half().cpu()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_parts[dataloader_idx].append(self.embed_batch(batch))
+        self._collect(batch, dataloader_idx, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, dataloader_idx, "test")
+
+    def _collect(self, batch: dict[str, Any], dataloader_idx: int, stage: str) -> None:
         self._eval_parts[dataloader_idx].append(self.embed_batch(batch))
+        if dataloader_idx == CORPUS:  # images skipped as undecodable (data.skip_bad_images), summed over ranks
+            skipped = (~batch["docs"]["image_valid"]).sum().float()
+            self.log(f"{stage}/skipped_images", skipped, reduce_fx="sum", sync_dist=True, add_dataloader_idx=False, batch_size=1)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed_batch(batch)

@@ -133,3 +133,30 @@ def test_configuration_without_negatives_is_refused(tiny_data_dir: Path, tiny_en
 def test_k_larger_than_lists_is_refused(tiny_data_dir: Path) -> None:
     with pytest.raises(InputError, match=r"negatives k=50 \(balanced\) needs 100 negatives per query"):
         _datamodule(tiny_data_dir, negatives_k=50).setup("fit")
+
+
+def _corrupt_first_image(data_dir: Path) -> tuple[str, int]:
+    """Replace the first image's payload by valid base64 of non-image bytes; return its id and offset."""
+    import base64
+
+    lines = (data_dir / "imgs.tsv").read_bytes().split(b"\n")
+    image_id = lines[0].split(b"\t")[0]
+    lines[0] = image_id + b"\t" + base64.b64encode(b"this is not a jpeg")
+    (data_dir / "imgs.tsv").write_bytes(b"\n".join(lines))
+    offsets, position = [], 0
+    for line in lines:
+        if line:
+            offsets.append(line.split(b"\t")[0].decode() + f"\t{position}\n")
+        position += len(line) + 1
+    (data_dir / "imgs.lineidx.new").write_text("".join(offsets))
+    return image_id.decode(), 0
+
+
+def test_undecodable_image_fails_or_is_skipped_and_counted(data_copy: Path, tiny_encoder: CLIPEncoder, tmp_path: Path) -> None:
+    image_id, offset = _corrupt_first_image(data_copy)
+    with pytest.raises(InputError, match=rf"{image_id}.*offset {offset}"):
+        _trainer(tmp_path).test(_module(tiny_encoder), datamodule=_datamodule(data_copy))
+    per_loader = _trainer(tmp_path).test(_module(tiny_encoder), datamodule=_datamodule(data_copy, skip_bad_images=True))
+    results = {k: v for d in per_loader for k, v in d.items()}  # corpus-loader metrics come with loader 1
+    assert results["test/skipped_images"] == 1.0
+    assert 0.0 <= results["test/MRR@10"] <= 100.0
