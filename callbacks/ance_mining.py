@@ -81,6 +81,7 @@ class ANCEMiningCallback(Callback):
         top_k: depth of the mined lists (the paper: 100).
         index_factory: FAISS index factory for the search (``Flat`` = exact).
         output_dir: where files go; default ``<run dir>/negatives``.
+        output_file: one fixed file instead (offline mining: ``train.py mine --out``).
     """
 
     def __init__(

@@ -204,16 +204,17 @@ class WebQADataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _loader(self, sampler, collate, batch_size: int, persistent: bool = True) -> DataLoader:
+    def _loader(self, sampler, collate, length: int, persistent: bool = True, train: bool = False) -> DataLoader:
+        """A loader whose sampler yields items and whose collator (in the workers) does the loading."""
         workers = self.hparams.num_workers
         return DataLoader(
-            IndexDataset(len(sampler)),
-            batch_size=batch_size,
+            IndexDataset(length),
+            batch_size=self.hparams.batch_size if train else self.hparams.eval_batch_size,
             sampler=sampler,
             collate_fn=collate,
             num_workers=workers,
             persistent_workers=persistent and workers > 0,
-            pin_memory=False,
+            drop_last=train,
         )
 
     def train_sampler(self) -> TrainSampleSampler:
@@ -236,28 +237,19 @@ class WebQADataModule(L.LightningDataModule):
         sampler.skip_batches, self._skip_batches = self._skip_batches, 0
         docs = DocumentLoader(self.corpus, self.images, self._require_processor())
         collate = TrainCollator(docs, [q.text for q in self.train_queries], self.train_positives)
-        return DataLoader(
-            IndexDataset(len(self.train_queries)),
-            batch_size=self.hparams.batch_size,
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            drop_last=True,
-        )
+        return self._loader(sampler, collate, len(self.train_queries), train=True)
 
     def query_dataloader(self, texts: list[str]) -> DataLoader:
         """This rank's shard of ``texts`` in encoding batches."""
         world, rank = self._world()
-        return self._loader(
-            ContiguousShardSampler(len(texts), world, rank), QueryCollator(self._require_processor(), texts), self.hparams.eval_batch_size, persistent=False
-        )
+        sampler = ContiguousShardSampler(len(texts), world, rank)
+        return self._loader(sampler, QueryCollator(self._require_processor(), texts), len(texts), persistent=False)
 
     def corpus_dataloader(self) -> DataLoader:
         """This rank's shard of the whole mixed corpus in encoding batches."""
         world, rank = self._world()
         docs = DocumentLoader(self.corpus, self.images, self._require_processor())
-        return self._loader(ContiguousShardSampler(len(self.corpus), world, rank), CorpusCollator(docs), self.hparams.eval_batch_size)
+        return self._loader(ContiguousShardSampler(len(self.corpus), world, rank), CorpusCollator(docs), len(self.corpus))
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self.query_dataloader(self.eval_split("dev").texts), self.corpus_dataloader()]
