@@ -16,6 +16,7 @@ from lightning_modules.encoders.base import RetrievalEncoder
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
 from retrieval.errors import InputError
+from retrieval.index import DenseIndex
 from retrieval.report import evaluate_and_write
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class UniversalRetriever(L.LightningModule):
             raise ValueError(f"unknown schedule {schedule!r}; choose 'cosine' or 'constant'")
         if not 0 < temperature:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        DenseIndex(encoder.embedding_dim, factory=index_factory, use_gpu=False)  # reject a bad factory string now, not at the first evaluation
         self.save_hyperparameters(ignore=["encoder", "loss"])
         self.encoder = encoder
         self.loss = loss if loss is not None else ContrastiveRetrievalLoss()

@@ -160,3 +160,21 @@ def test_undecodable_image_fails_or_is_skipped_and_counted(data_copy: Path, tiny
     results = {k: v for d in per_loader for k, v in d.items()}  # corpus-loader metrics come with loader 1
     assert results["test/skipped_images"] == 1.0
     assert 0.0 <= results["test/MRR@10"] <= 100.0
+
+
+def test_rejected_index_factory_fails_at_construction(tiny_encoder: CLIPEncoder) -> None:
+    with pytest.raises(InputError, match="IVFx"):
+        _module(tiny_encoder, index_factory="IVFx,Flat")
+
+
+def test_wandb_logger_runs_offline_without_api_key(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_modules.loggers import WandbAutoLogger
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    logger = WandbAutoLogger(project="univl-test", save_dir=str(tmp_path))
+    assert logger._offline
+    _trainer(tmp_path, max_steps=2, logger=logger, enable_checkpointing=False).fit(_module(tiny_encoder), datamodule=_datamodule(tiny_data_dir))
+    logger.experiment.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
