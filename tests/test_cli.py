@@ -78,3 +78,12 @@ def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: data directory") and "does not exist" in last
     assert "Traceback" not in proc.stderr
+
+
+def test_mine_command_writes_negatives_for_a_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mined" / "train_negatives.json"
+    proc = _train("mine", *_tiny_args(tiny_data_dir, tmp_path / "run"), "--out", str(out), "--top_k", "15")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"mined negatives: {out}" in proc.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 40 and all(len(r["all_negFacts"]) == 15 for r in records)
