@@ -6,7 +6,7 @@ documents, and the FAISS path's peak RSS per stored document next to the index's
 Every (size, path) runs in a fresh subprocess, so peak RSS is that run's alone and the two OpenMP
 runtimes (FAISS's and torch's) never share a process.
 
-    python bench/bench_search.py                      # the full table (a few minutes on 2 cores)
+    python bench/bench_search.py                      # the full table (~2 min on 2 idle cores)
     python bench/bench_search.py --sizes 10000 --queries 500
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -27,7 +28,7 @@ GEN_CHUNK = 16384
 DOC_SEED, QUERY_SEED = 0, 1
 
 
-def unit_vector_chunks(n: int, dim: int, seed: int):
+def unit_vector_chunks(n: int, dim: int, seed: int) -> Iterator["torch.Tensor"]:  # noqa: F821
     """Yield seeded random unit vectors [<=GEN_CHUNK, dim] (fp32 torch) until ``n`` have been produced."""
     import torch
 
@@ -49,6 +50,7 @@ def peak_rss_bytes() -> int:
 
 
 def set_threads(threads: int) -> None:
+    """Use ``threads`` cores in both FAISS's and torch's OpenMP pools."""
     import faiss
     import torch
 
@@ -166,7 +168,8 @@ def main(args: argparse.Namespace) -> None:
         for (n0, rss0), (n1, rss1) in zip(growth, growth[1:]):
             print(f"  marginal peak RSS from {n0} to {n1} docs: {(rss1 - rss0) / (n1 - n0):.0f} B/doc")
         for n in args.memory_sizes:
-            reserved, plain = (measure(path, n, args, Path(tmp) / "build.npy") for path in ("build-reserve", "build-plain"))
+            reserved, plain = (measure(path, n, args, Path(tmp) / "build.npy")
+                               for path in ("build-reserve", "build-plain"))
             print(f"  build only at {n} docs: {reserved['build_rss_per_doc']:.0f} B/doc with reserve, "
                   f"{plain['build_rss_per_doc']:.0f} B/doc without (FAISS grows its buffer by doubling)")
 

@@ -30,10 +30,11 @@ from retrieval.errors import InputError
 Array = np.ndarray | torch.Tensor
 SearchResult = tuple[np.ndarray, np.ndarray]
 
-# Exact CPU search scores queries x docs blocks with one BLAS call each, then updates the per-query top-k.
-# FAISS's default blocks (4096 x 1024) start two OpenMP regions per 4 MiB-doc slice; with k=100 at 1M docs,
-# 1024 x 16384 blocks (64 MiB of scores) were 25-30 % faster on a 2-core machine, most when other processes
-# compete for the cores (fewer barriers where a preempted thread stalls the rest). See bench/bench_search.py.
+# Exact CPU search scores queries x docs blocks with one BLAS call each, then updates the per-query top-k
+# in an OpenMP loop. FAISS's default blocks (4096 x 1024) mean two parallel regions per 1024 docs. On an idle
+# 2-core machine both settings sit at the BLAS bound (1M docs x 5k queries, k=100: 20.7 s default, 20.4 s
+# with 1024 x 16384); with other processes competing for the cores, where every barrier waits for a preempted
+# thread, the default blocks were 1.3-3x slower in our runs. 64 MiB of scores per block. bench/bench_search.py.
 FLAT_BLOCK_QUERIES = 1024
 FLAT_BLOCK_DOCS = 16384
 
@@ -248,22 +249,24 @@ class DenseIndex:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError:
-            raise InputError(f"{str(path)!r} is not a FAISS index file; pass a file written by DenseIndex.save") from None
+            raise InputError(f"{str(path)!r} is not a FAISS index file; "
+                             "pass a file written by DenseIndex.save") from None
         if expected_dim is not None and index.d != expected_dim:
             raise InputError(f"index {str(path)!r} has dimension {index.d} but expected_dim is {expected_dim}; "
                              "load the index built with this encoder or rebuild it")
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise InputError(f"index {str(path)!r} does not use inner product; rebuild it with DenseIndex")
-        self = cls.__new__(cls)
-        self._attach(index, f"loaded:{type(index).__name__}", use_gpu)
-        return self
+        loaded = cls.__new__(cls)
+        loaded._attach(index, f"loaded:{type(index).__name__}", use_gpu)
+        return loaded
 
     def __repr__(self) -> str:
         return f"DenseIndex(dim={self.dim}, factory={self.factory!r}, ntotal={self.ntotal}, on_gpu={self.on_gpu})"
 
 
 @torch.inference_mode()
-def _topk_over_docs(queries: torch.Tensor, docs: torch.Tensor, k: int, doc_chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk_over_docs(queries: torch.Tensor, docs: torch.Tensor, k: int,
+                    doc_chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k of ``queries @ docs.T`` computed ``doc_chunk_size`` docs at a time, merged as it goes."""
     best_scores = torch.full((len(queries), k), -torch.inf)
     best_indices = torch.full((len(queries), k), -1, dtype=torch.int64)

@@ -87,7 +87,8 @@ def _parse_qrels_line(fields: list[str], where: str) -> tuple[str, str, int]:
     elif len(fields) == 4:
         qid, _, docid, level = fields
     else:
-        raise InputError(f"{where}: expected 'qid docid rel' or 'qid 0 docid rel', got {len(fields)} columns; fix the line")
+        raise InputError(f"{where}: expected 'qid docid rel' or 'qid 0 docid rel', got {len(fields)} columns; "
+                         "fix the line")
     try:
         return qid, docid, int(level)
     except ValueError:

@@ -119,7 +119,8 @@ def test_merge_topk_and_sharded_search_equal_single_search(docs, queries):
 
 
 def test_merge_topk_pads_and_validates():
-    parts = [(np.array([[0.9]], np.float32), np.array([[0]])), (np.array([[0.5, 0.0]], np.float32), np.array([[0, -1]]))]
+    parts = [(np.array([[0.9]], np.float32), np.array([[0]])),
+             (np.array([[0.5, 0.0]], np.float32), np.array([[0, -1]]))]
     scores, indices = merge_topk(parts, [0, 10], 3)
     np.testing.assert_array_equal(indices, [[0, 10, -1]])
     assert scores[0, 2] == -np.inf

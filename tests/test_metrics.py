@@ -18,7 +18,8 @@ TREC_MEASURES = {"NDCG@10": "ndcg_cut_10", "NDCG@20": "ndcg_cut_20", "Recall@20"
 
 
 def random_case(seed: int, n_queries: int = 300, n_docs: int = 400, depth: int = 120):
-    """Random run (distinct docs per query) and qrels with 1-4 judged docs (levels 0-2), some queries missing from the run."""
+    """Random run (distinct docs per query) and qrels with 1-4 judged docs (levels 0-2); some queries are
+    missing from the run, some have no relevant doc."""
     rng = random.Random(seed)
     docs = [f"d{i}" for i in range(n_docs)]
     qrels, run = {}, {}
