@@ -136,6 +136,7 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
             ddp = DistributedDataParallel(encoder)
             results[name] = loss_and_grads(ddp, encoder, make_batch(local), loss_fn)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
