@@ -58,33 +58,19 @@ def search_shards(
     if keep is not None:
         mask = torch.from_numpy(keep[indices.numpy()])
         indices, vectors = indices[mask], vectors[mask]
-    q = queries.shape[0]
-    if len(indices):
-        start = time.perf_counter()
-        index = DenseIndex(queries.shape[1], factory=factory, use_gpu=use_gpu)
-        index.add(vectors.float().numpy())
-        timings["index_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        scores, local = index.search(queries.numpy(), min(k, len(indices)))
-        timings["search_s"] = time.perf_counter() - start
-        global_ids = np.where(local >= 0, indices.numpy()[np.clip(local, 0, None)], -1)
-    else:
-        scores, global_ids = np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64)
-    scores, global_ids = _pad(scores, global_ids, k)
+    start = time.perf_counter()
+    index = DenseIndex(queries.shape[1], factory=factory, use_gpu=use_gpu)
+    index.add(vectors.float().numpy())
+    timings["index_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    scores, local = index.search(queries.numpy(), k)  # -1 / -inf where the shard has fewer than k docs
+    timings["search_s"] = time.perf_counter() - start
+    global_ids = np.full_like(local, -1)
+    found = local >= 0
+    global_ids[found] = indices.numpy()[local[found]]
     if not is_distributed():
         return scores, global_ids
     all_scores = gather_no_grad(torch.from_numpy(scores).unsqueeze(0))
     all_ids = gather_no_grad(torch.from_numpy(global_ids).unsqueeze(0))
     parts = [(s.numpy(), i.numpy()) for s, i in zip(all_scores, all_ids)]
     return merge_topk(parts, [0] * len(parts), k)
-
-
-def _pad(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    missing = k - scores.shape[1]
-    if missing <= 0:
-        return scores.astype(np.float32), ids.astype(np.int64)
-    q = scores.shape[0]
-    return (
-        np.concatenate([scores, np.full((q, missing), -np.inf, np.float32)], axis=1).astype(np.float32),
-        np.concatenate([ids, np.full((q, missing), -1, np.int64)], axis=1),
-    )
