@@ -9,7 +9,7 @@ import numpy as np
 
 from datamodules.webqa_release import Corpus, Query, iter_jsonl, require_file, unknown_ids_error
 from retrieval.atomic import atomic_write
-from retrieval.errors import InputError
+from retrieval.errors import InputError, first_ids
 
 #: strategy name -> (image negatives, text negatives, drawn from the mixed list) in units of k.
 STRATEGIES: dict[str, tuple[int, int, bool]] = {
@@ -95,8 +95,7 @@ class NegativePool:
             pool.text[i] = lists["txt_negFacts"][~corpus.is_image[lists["txt_negFacts"]]]
             pool.mixed[i] = lists["all_negFacts"]
         if unknown_q:
-            shown = ", ".join(repr(q) for q in unknown_q[:5])
-            raise InputError(f"{path}: {len(unknown_q)} qid(s) not in the training queries, first: {shown}; was it mined for another split?")
+            raise InputError(f"{path}: {len(unknown_q)} qid(s) not in the training queries, first: {first_ids(unknown_q)}; was it mined for another split?")
         return pool
 
     def check_can_give(self, strategy: NegativeStrategy, qids: list[str]) -> None:
@@ -108,10 +107,9 @@ class NegativePool:
         )
         short = np.flatnonzero(sizes < strategy.total)
         if len(short):
-            shown = ", ".join(repr(qids[i]) for i in short[:5])
             raise InputError(
                 f"negatives k={strategy.k} ({strategy.name}) needs {strategy.total} negatives per query but "
-                f"{len(short)} of {len(qids)} queries have fewer in {self.source} (first: {shown}; smallest list {sizes.min()}); "
+                f"{len(short)} of {len(qids)} queries have fewer in {self.source} (first: {first_ids([qids[i] for i in short])}; smallest list {sizes.min()}); "
                 "lower data.negatives_k or mine deeper lists"
             )
 

@@ -23,7 +23,7 @@ from datamodules.webqa_release import (
     read_queries,
     require_file,
 )
-from retrieval.errors import InputError
+from retrieval.errors import InputError, first_ids
 from retrieval.trec import read_qrels
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,8 @@ class WebQADataModule(L.LightningDataModule):
         image_ids = [d for d, img in zip(self.corpus.doc_ids, self.corpus.is_image) if img]
         missing = [d for d in image_ids if d not in self.images]
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:5])
             raise InputError(
-                f"{len(missing)} image doc(s) of {self.hparams.caption_file} have no line in imgs.lineidx.new, first: {shown}"
+                f"{len(missing)} image doc(s) of {self.hparams.caption_file} have no line in imgs.lineidx.new, first: {first_ids(missing)}"
             )
 
     def setup_train(self) -> None:
@@ -149,7 +148,7 @@ class WebQADataModule(L.LightningDataModule):
         self.train_positives = [np.asarray(self.corpus.lookup(q.positives, str(path)), dtype=np.int64) for q in self.train_queries]
         empty = [q.qid for q, p in zip(self.train_queries, self.train_positives) if len(p) == 0]
         if empty:
-            raise InputError(f"{path}: {len(empty)} training queries have no positive, first: {empty[:5]}; every training query needs img_posFacts or txt_posFacts")
+            raise InputError(f"{path}: {len(empty)} training queries have no positive, first: {first_ids(empty)}; every training query needs img_posFacts or txt_posFacts")
         source = self._restored_negatives or self.hparams.negatives_file
         self.registry = NegativeRegistry(self.load_negatives(source), source)
         if source is None and self.strategy.total:

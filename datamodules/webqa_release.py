@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from retrieval.errors import InputError
+from retrieval.errors import InputError, first_ids
 
 RELEASE_LAYOUT = (
     "train.json/dev.json/test.json (queries), all_docs.json (text docs), all_imgs.json (image captions), "
@@ -156,8 +156,7 @@ class Corpus:
 
 def unknown_ids_error(missing: list[str], where: str) -> InputError:
     """The error for ids that are not in the corpus: first few ids and the count."""
-    shown = ", ".join(repr(m) for m in missing[:5])
-    return InputError(f"{where}: {len(missing)} doc id(s) not in the corpus, first: {shown}; check the data directory and caption file")
+    return InputError(f"{where}: {len(missing)} doc id(s) not in the corpus, first: {first_ids(missing)}; check the data directory and caption file")
 
 
 def check_queries_against_corpus(queries: list[Query], corpus: Corpus, where: str) -> None:
@@ -172,8 +171,7 @@ def check_qrels_against(qrels: dict[str, dict[str, int]], queries: list[Query], 
     qids = {q.qid for q in queries}
     missing_q = [q for q in qrels if q not in qids]
     if missing_q:
-        shown = ", ".join(repr(q) for q in missing_q[:5])
-        raise InputError(f"{where}: {len(missing_q)} qid(s) not in the query file, first: {shown}")
+        raise InputError(f"{where}: {len(missing_q)} qid(s) not in the query file, first: {first_ids(missing_q)}")
     missing = [d for rels in qrels.values() for d in rels if d not in corpus.index]
     if missing:
         raise unknown_ids_error(missing, where)

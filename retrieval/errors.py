@@ -3,3 +3,8 @@
 
 class InputError(ValueError):
     """Bad input: the message names what is wrong and what to change, on one line."""
+
+
+def first_ids(ids: list, shown: int = 5) -> str:
+    """The first ``shown`` ids, quoted and comma-separated, for messages about many bad ids."""
+    return ", ".join(repr(i) for i in ids[:shown])

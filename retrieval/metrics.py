@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from retrieval.errors import InputError
+from retrieval.errors import InputError, first_ids
 
 Run = Mapping[str, Sequence[str]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -135,9 +135,8 @@ def evaluate_by_modality(run: Run, qrels: Qrels, image_doc_ids: set[str], text_r
 
 
 def _unknown_message(what: str, unknown: list[str], fix: str) -> str:
-    shown = ", ".join(repr(item) for item in unknown[:5])
     more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    return f"{what} {len(unknown)} unknown ids ({shown}{more}); {fix}"
+    return f"{what} {len(unknown)} unknown ids ({first_ids(unknown)}{more}); {fix}"
 
 
 def check_run_ids(run: Run, qrels: Qrels, known_doc_ids: set[str] | Mapping[str, object],
