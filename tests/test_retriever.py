@@ -178,3 +178,18 @@ def test_wandb_logger_runs_offline_without_api_key(tiny_data_dir: Path, tiny_enc
     _trainer(tmp_path, max_steps=2, logger=logger, enable_checkpointing=False).fit(_module(tiny_encoder), datamodule=_datamodule(tiny_data_dir))
     logger.experiment.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_predict_writes_corpus_embeddings(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path) -> None:
+    import numpy as np
+
+    from callbacks import EmbeddingWriter
+
+    module, dm = _module(tiny_encoder), _datamodule(tiny_data_dir)
+    trainer = _trainer(tmp_path, callbacks=[EmbeddingWriter(str(tmp_path / "emb"))])
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    vectors = np.load(tmp_path / "emb" / "embeddings-rank0.npy")
+    ids = (tmp_path / "emb" / "doc_ids-rank0.txt").read_text().split()
+    assert vectors.dtype == np.float16 and vectors.shape == (len(dm.corpus), tiny_encoder.embedding_dim)
+    assert ids == dm.corpus.doc_ids
+    np.testing.assert_allclose(np.linalg.norm(vectors.astype(np.float32), axis=1), 1.0, atol=1e-2)
