@@ -1,7 +1,8 @@
 """Write the corpus embeddings of a ``predict`` run: one fp16 ``.npy`` and one ids file per rank.
 
     python train.py predict --config C --ckpt_path X \
-        --trainer.callbacks+=callbacks.EmbeddingWriter --trainer.callbacks.output_dir=runs/embeddings
+        --trainer.callbacks+=callbacks.EmbeddingWriter --trainer.callbacks.output_dir=runs/embeddings \
+        --return_predictions false
 
 Each rank writes ``embeddings-rank{r}.npy`` (fp16 [N_r, D]) and ``doc_ids-rank{r}.txt`` (one doc id a
 line, same order) under temporary names, then renames them; the shards together cover the corpus once.
