@@ -38,17 +38,16 @@ class DocumentLoader:
 
     def load(self, indices: Sequence[int]) -> dict[str, Any]:
         """The doc batch for these corpus indices, in this order."""
-        ids = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        is_image = torch.from_numpy(self.corpus.is_image[ids.numpy()])
-        texts = [self.corpus.texts[i] for i in ids.tolist()]
-        text_docs = [t for t, img in zip(texts, is_image.tolist()) if not img]
-        captions = [t for t, img in zip(texts, is_image.tolist()) if img]
-        image_ids = [self.corpus.doc_ids[i] for i, img in zip(ids.tolist(), is_image.tolist()) if img]
-        loaded = [self._pixels(doc_id) for doc_id in image_ids]
+        order = np.asarray(indices, dtype=np.int64)
+        image_mask = self.corpus.is_image[order]
+        text_docs = [self.corpus.texts[i] for i in order[~image_mask]]
+        images = order[image_mask]
+        captions = [self.corpus.texts[i] for i in images]
+        loaded = [self._pixels(self.corpus.doc_ids[i]) for i in images]
         shape = self.processor.image_shape
         return {
-            "ids": ids,
-            "is_image": is_image,
+            "ids": torch.from_numpy(order),
+            "is_image": torch.from_numpy(image_mask),
             "text_tokens": self.processor.tokenize(text_docs) if text_docs else None,
             "image_pixels": torch.stack([p for p, _ in loaded]) if loaded else torch.zeros((0, *shape)),
             "caption_tokens": self.processor.tokenize(captions) if captions else None,

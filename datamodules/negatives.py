@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.webqa_release import Corpus, Query, iter_jsonl, require_file, unknown_ids_error
+from datamodules.webqa_release import Corpus, Query, iter_jsonl, require_file
 from retrieval.atomic import atomic_write
 from retrieval.errors import InputError, first_ids
 
@@ -143,15 +143,15 @@ def write_negatives_file(
     with atomic_write(path) as handle:
         for query, doc_indices in zip(queries, ranked):
             positives = set(query.positives)
-            ids = [corpus.doc_ids[d] for d in doc_indices if d >= 0 and corpus.doc_ids[d] not in positives][:depth]
+            kept = [d for d in doc_indices if d >= 0 and corpus.doc_ids[d] not in positives][:depth]
             record = {
                 "qid": query.qid,
                 "Q": query.text,
                 "img_posFacts": list(query.image_positives),
                 "txt_posFacts": list(query.text_positives),
-                "img_negFacts": [d for d in ids if corpus.is_image[corpus.index[d]]],
-                "txt_negFacts": [d for d in ids if not corpus.is_image[corpus.index[d]]],
-                "all_negFacts": ids,
+                "img_negFacts": [corpus.doc_ids[d] for d in kept if corpus.is_image[d]],
+                "txt_negFacts": [corpus.doc_ids[d] for d in kept if not corpus.is_image[d]],
+                "all_negFacts": [corpus.doc_ids[d] for d in kept],
             }
             handle.write(json.dumps(record) + "\n")
     return path
@@ -165,10 +165,7 @@ def webqa_distractor_pool(queries: list[Query], corpus: Corpus, where: str) -> N
         positives = set(q.positives)
         img = [d for d in q.image_negatives if d not in positives]
         txt = [d for d in q.text_negatives if d not in positives]
-        missing = [d for d in img + txt if d not in corpus.index]
-        if missing:
-            raise unknown_ids_error(missing, f"{where} (qid {q.qid})")
-        pool.image[i] = np.asarray([corpus.index[d] for d in img], dtype=np.int64)
-        pool.text[i] = np.asarray([corpus.index[d] for d in txt], dtype=np.int64)
+        pool.image[i] = np.asarray(corpus.lookup(img, f"{where} (qid {q.qid})"), dtype=np.int64)
+        pool.text[i] = np.asarray(corpus.lookup(txt, f"{where} (qid {q.qid})"), dtype=np.int64)
         pool.mixed[i] = np.concatenate([pool.image[i], pool.text[i]])
     return pool

@@ -114,10 +114,6 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.doc_ids)
 
-    @property
-    def image_doc_ids(self) -> set[str]:
-        return {d for d, img in zip(self.doc_ids, self.is_image) if img}
-
     def lookup(self, doc_ids: list[str] | tuple[str, ...], where: str) -> list[int]:
         """Map doc ids to corpus indices; unknown ids are an InputError naming the first few and the count."""
         missing = [d for d in doc_ids if d not in self.index]
