@@ -39,7 +39,7 @@ def encode_loader(trainer: L.Trainer, module: L.LightningModule, loader, desc: s
 def mine_negatives(trainer: L.Trainer, module: L.LightningModule, path: Path, top_k: int = 100, index_factory: str = "Flat") -> dict[str, float]:
     """Mine top-``top_k`` negatives of the training queries with the current weights into ``path``.
 
-    Every rank must call it. Returns the seconds spent encoding, indexing+searching and writing.
+    Every rank must call it. Returns the seconds spent encoding, building the index, searching and writing.
     """
     dm = trainer.datamodule
     dm.setup_train()
@@ -47,7 +47,7 @@ def mine_negatives(trainer: L.Trainer, module: L.LightningModule, path: Path, to
     module.eval()
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    docs = encode_loader(trainer, module, dm.corpus_dataloader(), "mining: corpus")
+    docs = encode_loader(trainer, module, dm.corpus_dataloader(persistent=False), "mining: corpus")  # a loader per refresh
     shard = encode_loader(trainer, module, dm.query_dataloader([q.text for q in dm.train_queries]), "mining: queries")
     queries = gather_queries(shard, len(dm.train_queries))
     timings["encode_s"] = time.perf_counter() - start

@@ -244,11 +244,12 @@ class WebQADataModule(L.LightningDataModule):
         sampler = ContiguousShardSampler(len(texts), world, rank)
         return self._loader(sampler, QueryCollator(self._require_processor(), texts), len(texts), persistent=False)
 
-    def corpus_dataloader(self) -> DataLoader:
-        """This rank's shard of the whole mixed corpus in encoding batches."""
+    def corpus_dataloader(self, persistent: bool = True) -> DataLoader:
+        """This rank's shard of the whole mixed corpus in encoding batches (``persistent``: keep its workers alive)."""
         world, rank = self._world()
         docs = DocumentLoader(self.corpus, self.images, self._require_processor())
-        return self._loader(ContiguousShardSampler(len(self.corpus), world, rank), CorpusCollator(docs), len(self.corpus))
+        sampler = ContiguousShardSampler(len(self.corpus), world, rank)
+        return self._loader(sampler, CorpusCollator(docs), len(self.corpus), persistent=persistent)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self.query_dataloader(self.eval_split("dev").texts), self.corpus_dataloader()]

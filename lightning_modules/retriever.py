@@ -227,7 +227,6 @@ class UniversalRetriever(L.LightningModule):
             )
         metrics = self.trainer.strategy.broadcast(metrics, src=0)
         self.log_dict({f"{stage}/{name}": float(value) for name, value in metrics.items()}, sync_dist=False)
-        self.last_metrics = metrics
 
     def run_dir(self) -> Path:
         """Where evaluation and mining outputs go: the logger's directory, else the trainer's root.
