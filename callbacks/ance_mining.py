@@ -52,7 +52,7 @@ def mine_negatives(trainer: L.Trainer, module: L.LightningModule, path: Path, to
     queries = gather_queries(shard, len(dm.train_queries))
     timings["encode_s"] = time.perf_counter() - start
     depth = top_k + max(len(p) for p in dm.train_positives)  # room for the positives we drop
-    _, ranked = search_shards(queries, docs, depth, factory=index_factory, timings=timings)
+    _, ranked = search_shards(queries, docs, depth, factory=index_factory, device=module.device, timings=timings)
     start = time.perf_counter()
     if trainer.is_global_zero:
         write_negatives_file(path, dm.train_queries, ranked.tolist(), dm.corpus, depth=top_k)

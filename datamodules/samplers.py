@@ -30,9 +30,9 @@ class TrainSample:
 class NegativeRegistry:
     """The active hard-negative pool; re-mining activates a new version for batches drawn afterwards."""
 
-    def __init__(self, pool: NegativePool, source: str | None = None) -> None:
+    def __init__(self, pool: NegativePool, source: str | None = None, version: int = 0) -> None:
         self._lock = threading.Lock()
-        self.version = 0
+        self.version = version
         self.pool = pool
         self.source = source
 

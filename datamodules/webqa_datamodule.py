@@ -99,6 +99,7 @@ class WebQADataModule(L.LightningDataModule):
         self.registry: NegativeRegistry | None = None
         self.splits: dict[str, EvalSplit] = {}
         self._restored_negatives: str | None = None
+        self._restored_version = 0
         self._skip_batches = 0
 
     # ------------------------------------------------------------------ setup
@@ -150,7 +151,7 @@ class WebQADataModule(L.LightningDataModule):
         if empty:
             raise InputError(f"{path}: {len(empty)} training queries have no positive, first: {first_ids(empty)}; every training query needs img_posFacts or txt_posFacts")
         source = self._restored_negatives or self.hparams.negatives_file
-        self.registry = NegativeRegistry(self.load_negatives(source), source)
+        self.registry = NegativeRegistry(self.load_negatives(source), source, version=self._restored_version)
         if source is None and self.strategy.total:
             log.info("no negatives_file: training with in-batch negatives only")
 
@@ -262,15 +263,28 @@ class WebQADataModule(L.LightningDataModule):
 
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
+        """The active negatives (file and version) and, inside ``fit``, the batches already drawn this epoch.
+
+        The position is recorded whether the checkpoint is written from the training loop or from the
+        in-fit validation loop (where the recipes' ``ModelCheckpoint(monitor="val/MRR@10")`` writes), so a
+        mid-epoch checkpoint resumes after the batches it saw. Draws are seeded by the negatives version,
+        so it is saved too.
+        """
         trainer = getattr(self, "trainer", None)
-        state = {"active_negatives": self.active_negatives}
-        if trainer is not None and trainer.training:  # a mid-epoch checkpoint resumes after the batches it saw
+        state = {"active_negatives": self.active_negatives, "negatives_version": self._negatives_version()}
+        if trainer is not None and trainer.state.fn == "fit":
             progress = trainer.fit_loop.epoch_loop.batch_progress
             state["batches_into_epoch"] = 0 if progress.is_last_batch else int(progress.current.processed)
         return state
 
+    def _negatives_version(self) -> int:
+        return self.registry.version if self.registry is not None else self._restored_version
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored_negatives = state_dict.get("active_negatives")
+        self._restored_version = int(state_dict.get("negatives_version", 0))
         self._skip_batches = int(state_dict.get("batches_into_epoch", 0))
-        if self.registry is not None and self._restored_negatives != self.registry.source:
-            self.registry.activate(self.load_negatives(self._restored_negatives), self._restored_negatives)
+        if self.registry is not None:
+            if self._restored_negatives != self.registry.source:
+                self.registry.activate(self.load_negatives(self._restored_negatives), self._restored_negatives)
+            self.registry.version = self._restored_version

@@ -8,6 +8,10 @@ and keeps this rank's rows.
 
 Every function is the identity (offset 0) when torch.distributed is not initialised or the world
 has a single rank, so the same code runs on a laptop and on a cluster.
+
+Collectives run on the process group's device (:func:`collective_device`): NCCL has no CPU
+collectives, so CPU tensors (ids, top-k lists, fp16 vectors kept on the host) travel through the
+current CUDA device under NCCL and come back to their own device afterwards.
 """
 
 from __future__ import annotations
@@ -22,17 +26,31 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def gather_sizes(n_local: int, device: torch.device | str = "cpu") -> list[int]:
-    """Number of rows held by every rank, in rank order (a collective: all ranks must call it)."""
+def collective_device() -> torch.device:
+    """Where the default process group's collectives run: the current CUDA device under NCCL, else the CPU.
+
+    Lightning's DDP strategy sets each rank's CUDA device before any collective, so under NCCL the
+    current device is this rank's own.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_sizes(n_local: int, device: torch.device | str | None = None) -> list[int]:
+    """Number of rows held by every rank, in rank order (a collective: all ranks must call it).
+
+    ``device`` is where the collective runs; None means :func:`collective_device`.
+    """
     if not is_distributed():
         return [n_local]
-    size = torch.tensor([n_local], dtype=torch.long, device=device)
+    size = torch.tensor([n_local], dtype=torch.long, device=device or collective_device())
     sizes = [torch.empty_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
     return [int(s.item()) for s in sizes]
 
 
-def rank_offset(n_local: int, device: torch.device | str = "cpu") -> int:
+def rank_offset(n_local: int, device: torch.device | str | None = None) -> int:
     """Index of this rank's first row in the gathered tensor (rows held by lower ranks)."""
     if not is_distributed():
         return 0
@@ -82,12 +100,13 @@ def gather_with_grad(x: Tensor) -> Tensor:
 def gather_no_grad(x: Tensor) -> Tensor:
     """All-gather ``x`` along dim 0 across ranks (row counts may differ), without gradient.
 
-    Meant for ids, masks and other integer or boolean metadata; bools travel as uint8 because
-    gloo has no boolean all-gather.
+    Meant for ids, masks, top-k lists and evaluation vectors. The collective runs on
+    :func:`collective_device` and the result comes back to ``x``'s device; bools travel as uint8
+    because gloo has no boolean all-gather.
     """
     if not is_distributed():
         return x
-    sizes = gather_sizes(x.shape[0], x.device)
-    if x.dtype == torch.bool:
-        return _all_gather_rows(x.to(torch.uint8), sizes).bool()
-    return _all_gather_rows(x.contiguous(), sizes)
+    device = collective_device()
+    sizes = gather_sizes(x.shape[0], device)
+    moved = x.to(device, torch.uint8 if x.dtype == torch.bool else x.dtype).contiguous()
+    return _all_gather_rows(moved, sizes).to(x.device, x.dtype)

@@ -95,6 +95,11 @@ def _mean_logsumexp(scores: Tensor, mask: Tensor) -> Tensor:
     return torch.where(has_any, lse, 0.0).sum() / has_any.sum().clamp(min=1)
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """fp16/bf16 upcast to fp32; fp32 and fp64 as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class ContrastiveRetrievalLoss(nn.Module):
     """Softmax cross-entropy of each query over its positive and its negative candidates."""
 
@@ -188,7 +193,25 @@ class ContrastiveRetrievalLoss(nn.Module):
             hard_negatives: [B, H] long columns in ``docs``, -1 = padding (H may be 0).
             query_positive_ids: [B, P] long corpus ids of all positives of each query, -1 = padding.
             logit_scale: scalar 1 / tau.
+
+        Runs in fp32 with autocast off: under bf16-mixed the embeddings arrive in bf16, and bf16 logits at
+        scale 100 are off by ~0.2.
         """
+        with torch.autocast(device_type=queries.device.type, enabled=False):
+            return self._forward(_at_least_fp32(queries), _at_least_fp32(docs), doc_ids, doc_is_image, positive,
+                                 hard_negatives, query_positive_ids, _at_least_fp32(logit_scale))
+
+    def _forward(
+        self,
+        queries: Tensor,
+        docs: Tensor,
+        doc_ids: Tensor,
+        doc_is_image: Tensor,
+        positive: Tensor,
+        hard_negatives: Tensor,
+        query_positive_ids: Tensor,
+        logit_scale: Tensor,
+    ) -> ContrastiveLossOutput:
         global_docs = self._global_docs(docs, doc_ids, doc_is_image, positive, hard_negatives)
         target = positive + global_docs.offset
         negatives = self._negatives(global_docs, target, hard_negatives, query_positive_ids)

@@ -16,7 +16,7 @@ from lightning_modules.encoders.base import RetrievalEncoder
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
 from retrieval.errors import InputError
-from retrieval.index import DenseIndex
+from retrieval.index import check_index_factory
 from retrieval.report import evaluate_and_write
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ class UniversalRetriever(L.LightningModule):
         encoder: the model family (``CLIPEncoder`` by default; any ``RetrievalEncoder``).
         loss: negative sources of the contrastive loss (in-batch / hard / cross-device).
         temperature: tau; the score is cos / tau.
-        learnable_temperature: learn log(1/tau) like CLIP's ``logit_scale`` (clamped at ``max_logit_scale``).
-        max_logit_scale: upper clamp of 1/tau.
+        learnable_temperature: learn log(1/tau) like CLIP's ``logit_scale`` (clamped after each optimizer step).
+        max_logit_scale: upper bound of a learnable 1/tau.
         lr, weight_decay, betas, eps: AdamW (no decay on biases, norms and the temperature).
         warmup_steps: linear warmup before the cosine decay; ``schedule='constant'`` keeps lr flat after it.
         eval_top_k: depth of the evaluation search (100 for Recall@100).
@@ -63,7 +63,10 @@ class UniversalRetriever(L.LightningModule):
             raise ValueError(f"unknown schedule {schedule!r}; choose 'cosine' or 'constant'")
         if not 0 < temperature:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        DenseIndex(encoder.embedding_dim, factory=index_factory, use_gpu=False)  # reject a bad factory string now, not at the first evaluation
+        if learnable_temperature and 1.0 / temperature > max_logit_scale * (1 + 1e-6):
+            raise ValueError(f"temperature {temperature} is below 1/max_logit_scale = {1.0 / max_logit_scale}; "
+                             "raise model.temperature or model.max_logit_scale")
+        check_index_factory(index_factory, encoder.embedding_dim)  # reject a bad factory now, not at the first evaluation
         self.save_hyperparameters(ignore=["encoder", "loss"])
         self.encoder = encoder
         self.loss = loss if loss is not None else ContrastiveRetrievalLoss()
@@ -76,8 +79,19 @@ class UniversalRetriever(L.LightningModule):
 
     # ----------------------------------------------------------------- encoding
     def logit_scale(self) -> torch.Tensor:
-        """1 / tau, clamped at ``max_logit_scale``."""
-        return self.log_logit_scale.exp().clamp(max=self.hparams.max_logit_scale)
+        """1 / tau. A learnable one is kept within ``[1, max_logit_scale]`` by :meth:`optimizer_step`.
+
+        No clamp here: a clamp in the forward pass has zero gradient at the bound, and the recipes start
+        exactly there (tau = 0.01, bound 100; exp(log 100) > 100 in fp32).
+        """
+        return self.log_logit_scale.exp()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the learnable temperature clamped to ``[0, log max_logit_scale]`` (open_clip)."""
+        super().optimizer_step(*args, **kwargs)
+        if isinstance(self.log_logit_scale, nn.Parameter):
+            with torch.no_grad():
+                self.log_logit_scale.clamp_(0.0, math.log(self.hparams.max_logit_scale))
 
     def encode_docs(self, docs: dict[str, Any]) -> torch.Tensor:
         """Vectors of a doc batch (see ``datamodules.batching``) in the order of ``docs['ids']``."""
@@ -98,9 +112,9 @@ class UniversalRetriever(L.LightningModule):
         """The contrastive loss of one training batch."""
         queries = self.encoder.encode_queries(batch["query_tokens"])
         docs = self.encode_docs(batch["docs"])
-        out = self.loss(
-            queries.float(),
-            docs.float(),
+        out = self.loss(  # in fp32 with autocast off, whatever the precision of the towers
+            queries,
+            docs,
             batch["docs"]["ids"],
             batch["docs"]["is_image"],
             batch["positive"],
@@ -215,10 +229,10 @@ class UniversalRetriever(L.LightningModule):
         queries = gather_queries(EncodedShard.concat(parts[QUERIES], dim), len(split.queries))
         docs = EncodedShard.concat(parts[CORPUS], dim)
         k, factory = self.hparams.eval_top_k, self.hparams.index_factory
-        runs = {"all": search_shards(queries, docs, k, factory=factory)}
+        runs = {"all": search_shards(queries, docs, k, factory=factory, device=self.device)}
         if self.hparams.eval_subsets:
-            runs["text"] = search_shards(queries, docs, k, keep=~corpus.is_image, factory=factory)
-            runs["image"] = search_shards(queries, docs, k, keep=corpus.is_image, factory=factory)
+            runs["text"] = search_shards(queries, docs, k, keep=~corpus.is_image, factory=factory, device=self.device)
+            runs["image"] = search_shards(queries, docs, k, keep=corpus.is_image, factory=factory, device=self.device)
         metrics = None
         out_dir = self.run_dir() / "eval" / f"{split_name}-step{self.global_step:07d}"  # a collective: all ranks
         if self.trainer.is_global_zero:

@@ -3,11 +3,17 @@
 Three ways to search, all returning ``(scores float32 [Q, k], indices int64 [Q, k])`` with indices in
 insertion order and ``-1`` / ``-inf`` padding when there are fewer than ``k`` documents:
 
-* :class:`DenseIndex`: a FAISS index (exact ``"Flat"`` by default, any ``index_factory`` string),
-  on the GPU when FAISS sees one;
-* :func:`brute_force_search`: torch matmul + topk, chunked so memory stays bounded (a reference);
+* :class:`DenseIndex`: a FAISS index (exact ``"Flat"`` by default, any ``index_factory`` string), on the
+  CPU, or on one GPU given by ``device`` when the installed FAISS build has GPU support;
+* :func:`brute_force_search`: torch matmul + topk on any device and dtype, chunked so memory stays
+  bounded (the exact search on a GPU, a reference on the CPU);
 * :func:`sharded_search` / :func:`merge_topk`: one index per shard, per-shard top-k lists merged into
-  the global top-k (the DDP mode: each rank searches its shard, rank 0 merges gathered lists).
+  the global top-k (the DDP mode: each rank searches its shard, the gathered lists are merged).
+
+:func:`exact_search` picks the exact backend for a device: torch on a GPU (no FAISS GPU build needed),
+FAISS ``Flat`` on the CPU, torch again when FAISS is not installed. FAISS is imported lazily: the
+package ``faiss-cpu`` (extra ``[cpu]``) and the GPU build (extra ``[gpu]``, ``faiss-gpu-cu12``) both
+install the module ``faiss``, so an environment holds exactly one of them.
 
 Vectors are not normalised here: callers pass unit vectors, so inner product = cosine.
 Among equal scores the order is whatever the backend produces; compare results up to ties.
@@ -15,17 +21,22 @@ Among equal scores the order is whatever the backend produces; compare results u
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import faiss
 import numpy as np
 import torch
 
 from retrieval.atomic import atomic_write
 from retrieval.errors import InputError
+
+if TYPE_CHECKING:
+    import faiss
+
+log = logging.getLogger(__name__)
 
 Array = np.ndarray | torch.Tensor
 SearchResult = tuple[np.ndarray, np.ndarray]
@@ -81,10 +92,15 @@ def _pad_invalid(scores: np.ndarray, indices: np.ndarray) -> SearchResult:
     return scores, indices
 
 
-def _build_faiss_index(dim: int, factory: str) -> faiss.Index:
-    """Build an inner-product FAISS index from a factory string, turning FAISS errors into InputError."""
+def _check_factory_string(factory: str) -> None:
     if not isinstance(factory, str) or not factory.strip():
         raise InputError(f"index factory {factory!r} is not a FAISS factory string; pass e.g. 'Flat' or 'IVF1024,Flat'")
+
+
+def _build_faiss_index(dim: int, factory: str) -> "faiss.Index":
+    """Build an inner-product FAISS index from a factory string, turning FAISS errors into InputError."""
+    _check_factory_string(factory)
+    faiss = _faiss()
     try:
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as err:
@@ -93,42 +109,91 @@ def _build_faiss_index(dim: int, factory: str) -> faiss.Index:
                          "pass a valid one such as 'Flat', 'IVF1024,Flat' or 'HNSW32'") from None
 
 
-def _set_nprobe(index: faiss.Index, nprobe: int, factory: str) -> None:
+def check_index_factory(factory: str, dim: int = 8) -> None:
+    """Reject a factory string FAISS cannot build (``'Flat'`` is always accepted: torch searches it exactly)."""
+    _check_factory_string(factory)
+    if factory != "Flat" or faiss_available():
+        _build_faiss_index(dim, factory)
+
+
+def _set_nprobe(index: "faiss.Index", nprobe: int, factory: str) -> None:
     if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
         raise InputError(f"nprobe={nprobe!r} is not a positive integer; pass e.g. 16")
     try:
-        faiss.ParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
+        _faiss().ParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
     except RuntimeError:
         raise InputError(f"nprobe={nprobe} was given but index {factory!r} has no inverted lists; "
                          "drop nprobe or use an IVF factory such as 'IVF1024,Flat'") from None
 
 
-def _gpu_count() -> int:
+def _faiss() -> Any:
+    """The ``faiss`` module, or a one-line error saying how to install it."""
+    try:
+        import faiss
+    except ImportError:
+        raise InputError("FAISS is not installed; pip install -e '.[cpu]' (faiss-cpu) or '.[gpu]' (faiss-gpu-cu12), "
+                         "or use the exact index factory 'Flat', which torch can search without FAISS") from None
+    return faiss
+
+
+def faiss_available() -> bool:
+    """True when a FAISS build is importable."""
+    try:
+        _faiss()
+    except InputError:
+        return False
+    return True
+
+
+def faiss_gpu_count() -> int:
+    """GPUs the installed FAISS build can use (0 for faiss-cpu, or without FAISS)."""
+    if not faiss_available():
+        return 0
+    faiss = _faiss()
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-def _to_gpu(index: faiss.Index, use_gpu: bool | None) -> tuple[faiss.Index, bool]:
-    """Move ``index`` to all visible GPUs if asked (True) or possible (None); return (index, on_gpu)."""
-    if use_gpu is False:
-        return index, False
-    if _gpu_count() == 0:
-        if use_gpu:
-            raise InputError("use_gpu=True but FAISS sees no GPU (faiss-cpu build or no device); "
-                             "pass use_gpu=None or False")
-        return index, False
+def as_device(device: torch.device | str | int | None) -> torch.device:
+    """``device`` as a ``torch.device``: None is the CPU, an int is that CUDA device."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, int) and not isinstance(device, bool):
+        return torch.device("cuda", device)
+    return torch.device(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_cpu_fallback(gpu: int) -> None:
+    log.warning("FAISS has no GPU support here (faiss-cpu build); the index for cuda:%d stays on the CPU. "
+                "Exact search ('Flat') runs on the GPU through torch anyway; for approximate indexes on the GPU "
+                "install the GPU build in place of faiss-cpu (README, 'FAISS on GPUs').", gpu)
+
+
+def _to_gpu(index: "faiss.Index", device: torch.device) -> tuple["faiss.Index", Any]:
+    """Move ``index`` to this one GPU (never to all of them: each DDP rank owns one device).
+
+    Returns the index and the GPU resources object that must live as long as it (None on the CPU).
+    Without a GPU build of FAISS the index stays on the CPU, with a warning logged once per device.
+    """
+    if device.type != "cuda":
+        return index, None
+    gpu = device.index if device.index is not None else torch.cuda.current_device()
+    if faiss_gpu_count() == 0:
+        _warn_cpu_fallback(gpu)
+        return index, None
+    faiss = _faiss()
+    resources = faiss.StandardGpuResources()
     try:
-        return faiss.index_cpu_to_all_gpus(index), True
+        return faiss.index_cpu_to_gpu(resources, gpu, index), resources
     except (RuntimeError, AttributeError) as err:
-        if use_gpu:
-            raise InputError(f"this index type cannot run on the GPU ({err}); pass use_gpu=None or False") from None
-        warnings.warn(f"FAISS could not move the index to the GPU ({err}); searching on the CPU", stacklevel=3)
-        return index, False
+        raise InputError(f"this FAISS index cannot run on the GPU ({err}); search it on the CPU or use "
+                         "index factory 'Flat' (exact search on the GPU with torch)") from None
 
 
 @contextlib.contextmanager
 def _flat_blocks(queries: int, docs: int) -> Iterator[None]:
     """Temporarily set FAISS's BLAS block sizes for exhaustive CPU search (a process-wide setting)."""
-    cvar = faiss.cvar
+    cvar = _faiss().cvar
     if not hasattr(cvar, "distance_compute_blas_database_bs"):
         yield
         return
@@ -151,24 +216,26 @@ def _progress(iterable: Any, total: int, enabled: bool, desc: str) -> Any:
 class DenseIndex:
     """A FAISS inner-product index over unit vectors; indices returned are insertion order.
 
-    ``factory`` is a FAISS ``index_factory`` string (``"Flat"`` = exact search). ``use_gpu=None``
-    uses the GPU when FAISS sees one and stays on the CPU otherwise. ``nprobe`` sets the number of
+    ``factory`` is a FAISS ``index_factory`` string (``"Flat"`` = exact search). ``device`` is where it
+    searches: None or ``"cpu"``, or one GPU (``"cuda:1"``, ``1``, a ``torch.device``), used when the FAISS
+    build has GPU support and otherwise replaced by the CPU with a warning. ``nprobe`` sets the number of
     inverted lists visited by IVF indexes.
     """
 
-    def __init__(self, dim: int, factory: str = "Flat", use_gpu: bool | None = None,
+    def __init__(self, dim: int, factory: str = "Flat", device: torch.device | str | int | None = None,
                  nprobe: int | None = None) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InputError(f"dim={dim!r} is not a positive integer; pass the embedding dimension, e.g. 512")
         index = _build_faiss_index(int(dim), factory)
         if nprobe is not None:
             _set_nprobe(index, nprobe, factory)
-        self._attach(index, factory, use_gpu)
+        self._attach(index, factory, device)
 
-    def _attach(self, index: faiss.Index, factory: str, use_gpu: bool | None) -> None:
+    def _attach(self, index: "faiss.Index", factory: str, device: torch.device | str | int | None) -> None:
         self.dim: int = index.d
         self.factory: str = factory
-        self._index, self.on_gpu = _to_gpu(index, use_gpu)
+        self._index, self._gpu_resources = _to_gpu(index, as_device(device))
+        self.on_gpu: bool = self._gpu_resources is not None
 
     @property
     def ntotal(self) -> int:
@@ -198,7 +265,7 @@ class DenseIndex:
         Without it, chunked ``add`` calls grow FAISS's code buffer by doubling, and while it is copied the
         old and new buffers coexist: peak memory up to twice the index. Other index types ignore this.
         """
-        codes = getattr(faiss.downcast_index(self._index), "codes", None)
+        codes = getattr(_faiss().downcast_index(self._index), "codes", None)
         if self.on_gpu or codes is None or not hasattr(codes, "resize"):
             return
         used = codes.size()
@@ -235,14 +302,16 @@ class DenseIndex:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to ``path`` atomically (a GPU index is copied to the CPU first)."""
+        faiss = _faiss()
         index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
         with atomic_write(path, "wb") as handle:
             faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_dim: int | None = None,
-             use_gpu: bool | None = None) -> "DenseIndex":
+             device: torch.device | str | int | None = None) -> "DenseIndex":
         """Read an index written by :meth:`save`; ``expected_dim`` guards against a wrong encoder."""
+        faiss = _faiss()
         path = Path(path)
         if not path.is_file():
             raise InputError(f"index file {str(path)!r} does not exist; build it first or fix the path")
@@ -257,7 +326,7 @@ class DenseIndex:
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise InputError(f"index {str(path)!r} does not use inner product; rebuild it with DenseIndex")
         loaded = cls.__new__(cls)
-        loaded._attach(index, f"loaded:{type(index).__name__}", use_gpu)
+        loaded._attach(index, f"loaded:{type(index).__name__}", device)
         return loaded
 
     def __repr__(self) -> str:
@@ -267,13 +336,16 @@ class DenseIndex:
 @torch.inference_mode()
 def _topk_over_docs(queries: torch.Tensor, docs: torch.Tensor, k: int,
                     doc_chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k of ``queries @ docs.T`` computed ``doc_chunk_size`` docs at a time, merged as it goes."""
-    best_scores = torch.full((len(queries), k), -torch.inf)
-    best_indices = torch.full((len(queries), k), -1, dtype=torch.int64)
+    """Exact top-k of ``queries @ docs.T`` computed ``doc_chunk_size`` docs at a time, merged as it goes.
+
+    Scores are computed in the inputs' dtype (fp16/bf16 on a GPU) and merged in fp32.
+    """
+    best_scores = torch.full((len(queries), k), -torch.inf, device=queries.device)
+    best_indices = torch.full((len(queries), k), -1, dtype=torch.int64, device=queries.device)
     for start in range(0, len(docs), doc_chunk_size):
-        block = docs[start:start + doc_chunk_size].to(torch.float32)
+        block = docs[start:start + doc_chunk_size]
         scores, indices = (queries @ block.T).topk(min(k, len(block)), dim=1)
-        merged_scores = torch.cat([best_scores, scores], dim=1)
+        merged_scores = torch.cat([best_scores, scores.float()], dim=1)
         merged_indices = torch.cat([best_indices, indices + start], dim=1)
         best_scores, order = merged_scores.topk(k, dim=1)
         best_indices = merged_indices.gather(1, order)
@@ -281,26 +353,59 @@ def _topk_over_docs(queries: torch.Tensor, docs: torch.Tensor, k: int,
 
 
 def brute_force_search(docs: Array, queries: Array, k: int, chunk_size: int = 1024,
-                       doc_chunk_size: int = 131072) -> SearchResult:
+                       doc_chunk_size: int = 131072, device: torch.device | str | int | None = None,
+                       dtype: torch.dtype = torch.float32) -> SearchResult:
     """Exact top-``k`` by torch matmul + topk, never holding more than ``chunk_size x doc_chunk_size`` scores.
 
-    Returns the same layout as :meth:`DenseIndex.search`. Used as a reference and as the benchmark baseline.
+    The docs are copied to ``device`` (None: the CPU) once, in ``dtype``; queries follow chunk by chunk.
+    Returns the same layout as :meth:`DenseIndex.search`, on the CPU.
     """
     doc_tensor = torch.as_tensor(docs) if isinstance(docs, np.ndarray) else docs
     if not isinstance(doc_tensor, torch.Tensor) or doc_tensor.ndim != 2 or not doc_tensor.is_floating_point():
         raise InputError("docs must be a 2-D floating-point numpy array or torch tensor [N, dim]")
-    doc_tensor = doc_tensor.detach().cpu()
+    target = as_device(device)
+    doc_tensor = doc_tensor.detach().to(target, dtype)
     query_array = as_float32_matrix(queries, "queries", doc_tensor.shape[1], dim_owner="docs")
     k, chunk_size = _check_k(k), _check_chunk(chunk_size)
     doc_chunk_size = _check_chunk(doc_chunk_size, "doc_chunk_size")
     scores = np.full((len(query_array), k), -np.inf, dtype=np.float32)
     indices = np.full((len(query_array), k), -1, dtype=np.int64)
     for start in range(0, len(query_array), chunk_size):
-        chunk = torch.from_numpy(query_array[start:start + chunk_size])
+        chunk = torch.from_numpy(query_array[start:start + chunk_size]).to(target, dtype)
         top_scores, top_indices = _topk_over_docs(chunk, doc_tensor, k, doc_chunk_size)
-        scores[start:start + len(chunk)] = top_scores.numpy()
-        indices[start:start + len(chunk)] = top_indices.numpy()
+        scores[start:start + len(chunk)] = top_scores.cpu().numpy()
+        indices[start:start + len(chunk)] = top_indices.cpu().numpy()
     return _pad_invalid(scores, indices)
+
+
+#: Exact search on a GPU: fp16 scores (vectors are stored in fp16 anyway), 4096 queries x 256k docs per block
+#: (2 GiB of scores at most).
+GPU_SEARCH = dict(dtype=torch.float16, chunk_size=4096, doc_chunk_size=262144)
+
+
+def exact_search_backend(device: torch.device | str | int | None) -> str:
+    """``"torch"`` or ``"faiss"``: who searches exactly on ``device``.
+
+    On a GPU, torch (chunked fp16 matmul + topk on that device; see ``bench/gpu_check.sh`` for the
+    measurement against FAISS); on the CPU, FAISS ``Flat`` (about 1.5x faster than torch there,
+    ``bench/bench_search.py``), or torch when FAISS is not installed.
+    """
+    if as_device(device).type == "cuda" or not faiss_available():
+        return "torch"
+    return "faiss"
+
+
+def exact_search(docs: Array, queries: Array, k: int,
+                 device: torch.device | str | int | None = None) -> SearchResult:
+    """Exact top-``k`` of ``queries`` over ``docs`` with the backend :func:`exact_search_backend` picks."""
+    target = as_device(device)
+    if exact_search_backend(target) == "torch":
+        options = GPU_SEARCH if target.type == "cuda" else {}
+        return brute_force_search(docs, queries, k, device=target, **options)
+    index = DenseIndex(as_float32_matrix(queries, "queries").shape[1])
+    index.reserve(len(docs))
+    index.add(docs)
+    return index.search(queries, k)
 
 
 def merge_topk(parts: Sequence[tuple[Array, Array]], offsets: Sequence[int], k: int) -> SearchResult:
@@ -335,7 +440,7 @@ def merge_topk(parts: Sequence[tuple[Array, Array]], offsets: Sequence[int], k: 
 def sharded_search(shards: Sequence[Array], queries: Array, k: int, **index_kwargs: Any) -> SearchResult:
     """Build one :class:`DenseIndex` per shard, search each, merge: equal to searching the concatenation.
 
-    ``index_kwargs`` go to :class:`DenseIndex` (``factory``, ``use_gpu``, ``nprobe``).
+    ``index_kwargs`` go to :class:`DenseIndex` (``factory``, ``device``, ``nprobe``).
     """
     if not shards:
         raise InputError("sharded_search got no shards; pass at least one [N_i, dim] array")

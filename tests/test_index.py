@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from retrieval.errors import InputError
-from retrieval.index import DenseIndex, brute_force_search, merge_topk, sharded_search
+from retrieval import index as index_module
+from retrieval.index import (
+    DenseIndex,
+    brute_force_search,
+    exact_search,
+    exact_search_backend,
+    faiss_gpu_count,
+    merge_topk,
+    sharded_search,
+)
 
 DIM = 32
 
@@ -162,8 +171,6 @@ def test_bad_arguments():
         DenseIndex(DIM, factory="NotAnIndex,Flat")
     with pytest.raises(InputError, match="nprobe"):
         DenseIndex(DIM, factory="Flat", nprobe=4)
-    with pytest.raises(InputError, match="no GPU"):
-        DenseIndex(DIM, use_gpu=True)
     with pytest.raises(InputError, match="dim"):
         DenseIndex(0)
     with pytest.raises(InputError, match="k="):
@@ -211,3 +218,73 @@ def test_load_errors(tmp_path, docs):
     (tmp_path / "junk.faiss").write_bytes(b"not an index")
     with pytest.raises(InputError, match="not a FAISS index"):
         DenseIndex.load(tmp_path / "junk.faiss")
+
+
+@pytest.mark.skipif(faiss_gpu_count() > 0, reason="this FAISS build has GPU support")
+def test_gpu_device_without_a_faiss_gpu_build_falls_back_to_the_cpu(docs, queries, caplog):
+    index = DenseIndex(DIM, device="cuda:1")
+    assert not index.on_gpu
+    assert "faiss-cpu build" in caplog.text
+    index.add(docs)
+    assert_same_topk(brute_force_search(docs, queries, 10), index.search(queries, 10))
+
+
+class FakeGpuFaiss:
+    """Stands in for FAISS's GPU functions: records the device each index is moved to."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import faiss
+
+        self.devices: list[int] = []
+        monkeypatch.setattr(faiss, "get_num_gpus", lambda: 8, raising=False)
+        monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+        monkeypatch.setattr(faiss, "index_cpu_to_gpu", self.index_cpu_to_gpu, raising=False)
+        monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", self.all_gpus, raising=False)
+
+    def index_cpu_to_gpu(self, resources: object, device: int, index: object) -> object:
+        self.devices.append(device)
+        return index
+
+    @staticmethod
+    def all_gpus(index: object) -> object:
+        raise AssertionError("an index spread over every GPU of the node: 8 ranks would build 64 shards")
+
+
+def test_each_rank_puts_its_faiss_index_on_its_own_gpu(monkeypatch: pytest.MonkeyPatch):
+    fake = FakeGpuFaiss(monkeypatch)
+    for device in ("cuda:3", torch.device("cuda", 5), 6):
+        assert DenseIndex(DIM, factory="IVF16,Flat", device=device).on_gpu
+    assert not DenseIndex(DIM, device="cpu").on_gpu and not DenseIndex(DIM).on_gpu
+    assert fake.devices == [3, 5, 6]
+
+
+def test_exact_search_uses_torch_on_a_gpu_and_faiss_on_the_cpu(monkeypatch: pytest.MonkeyPatch):
+    assert exact_search_backend("cuda:2") == "torch"
+    assert exact_search_backend(torch.device("cuda", 0)) == "torch"
+    assert exact_search_backend(None) == exact_search_backend("cpu") == "faiss"
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # no FAISS installed
+    assert exact_search_backend("cpu") == "torch"
+
+
+def test_half_precision_torch_search_finds_the_same_documents(docs, queries):
+    expected = brute_force_search(docs, queries, 20)
+    scores, indices = brute_force_search(docs, queries, 20, dtype=torch.float16, chunk_size=64, doc_chunk_size=500)
+    assert scores.dtype == np.float32 and indices.dtype == np.int64
+    np.testing.assert_allclose(scores, expected[0], atol=2e-3)  # fp16 scores: about 3 significant digits
+    same = [len(set(a) & set(b)) / 20 for a, b in zip(indices, expected[1])]
+    assert np.mean(same) > 0.97
+
+
+def test_without_faiss_exact_search_runs_on_torch_and_approximate_says_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, docs, queries):
+    flat = DenseIndex(DIM)
+    flat.add(docs)
+    expected = flat.search(queries, 10)
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)
+    assert not index_module.faiss_available() and faiss_gpu_count() == 0
+    assert_same_topk(expected, exact_search(docs, queries, 10))
+    index_module.check_index_factory("Flat")
+    with pytest.raises(InputError, match=r"FAISS is not installed; pip install -e '\.\[cpu\]'"):
+        index_module.check_index_factory("HNSW32")
+    with pytest.raises(InputError, match="FAISS is not installed"):
+        DenseIndex(DIM, factory="IVF16,Flat")

@@ -238,3 +238,21 @@ def test_logit_scale_receives_gradient() -> None:
 def test_no_negative_source_is_rejected() -> None:
     with pytest.raises(ValueError, match="no negative source enabled"):
         ContrastiveRetrievalLoss(in_batch=False, hard_negatives=False, share_hard_negatives=False)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_loss_runs_in_fp32_under_bf16_autocast(config: str) -> None:
+    # Under bf16-mixed the towers emit bf16 vectors and the loss is called inside autocast: logits at scale 100
+    # in bf16 err by ~0.2. The loss must upcast and compute with autocast off.
+    batch = random_batch(3, n_queries=16, n_docs=24)
+    batch["logit_scale"] = torch.tensor(100.0)
+    half = {k: v.bfloat16() if k in ("queries", "docs") else v for k, v in batch.items()}
+    fp32 = {k: v.float() if k in ("queries", "docs") else v for k, v in half.items()}
+    loss = ContrastiveRetrievalLoss(**CONFIGS[config])
+    expected = loss(**fp32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for inputs in (fp32, half):
+            out = loss(**inputs)
+            assert out.loss.dtype == torch.float32
+            torch.testing.assert_close(out.loss, expected.loss, atol=1e-4, rtol=0)
+            torch.testing.assert_close(out.alignment, expected.alignment, atol=1e-4, rtol=0)
