@@ -49,7 +49,9 @@ def mine_negatives(trainer: L.Trainer, module: L.LightningModule, path: Path, to
     start = time.perf_counter()
     docs = encode_loader(trainer, module, dm.corpus_dataloader(persistent=False), "mining: corpus")  # a loader per refresh
     shard = encode_loader(trainer, module, dm.query_dataloader([q.text for q in dm.train_queries]), "mining: queries")
-    queries = gather_queries(shard, len(dm.train_queries))
+    rows, queries = gather_queries(shard)
+    if len(rows) != len(dm.train_queries):  # the mined file must list every training query, in order
+        raise RuntimeError(f"mining encoded {len(rows)} of {len(dm.train_queries)} training queries")
     timings["encode_s"] = time.perf_counter() - start
     depth = top_k + max(len(p) for p in dm.train_positives)  # room for the positives we drop
     _, ranked = search_shards(queries, docs, depth, factory=index_factory, device=module.device, timings=timings)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lightning_modules.distributed import gather_no_grad, is_distributed
+from lightning_modules.distributed import gather_no_grad, gather_sizes, is_distributed
 from retrieval.index import DenseIndex, exact_search, merge_topk
 
 
@@ -29,13 +29,17 @@ class EncodedShard:
         return cls(torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu())
 
 
-def gather_queries(shard: EncodedShard, total: int) -> torch.Tensor:
-    """All query vectors on every rank, ordered by query index ([total, D], fp32)."""
+def gather_queries(shard: EncodedShard) -> tuple[np.ndarray, torch.Tensor]:
+    """The queries encoded on any rank: their indices, sorted, and their vectors ([n, D] fp32), on every rank."""
     indices = gather_no_grad(shard.indices)
     vectors = gather_no_grad(shard.vectors)
-    ordered = torch.zeros((total, vectors.shape[1]), dtype=torch.float32)
-    ordered[indices] = vectors.float()
-    return ordered
+    order = torch.argsort(indices)
+    return indices[order].numpy(), vectors[order].float()
+
+
+def count_rows(shard: EncodedShard) -> int:
+    """Rows held by all ranks together (a collective)."""
+    return sum(gather_sizes(len(shard.indices)))
 
 
 def search_shards(

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import numpy as np
 import torch
 from torch import nn
 
-from lightning_modules.corpus_search import EncodedShard, gather_queries, search_shards
+from lightning_modules.corpus_search import EncodedShard, count_rows, gather_queries, search_shards
 from lightning_modules.encoders.base import RetrievalEncoder
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
@@ -226,8 +227,10 @@ class UniversalRetriever(L.LightningModule):
             return
         split, corpus = dm.eval_split(split_name), dm.corpus
         dim = self.encoder.embedding_dim
-        queries = gather_queries(EncodedShard.concat(parts[QUERIES], dim), len(split.queries))
+        rows, queries = gather_queries(EncodedShard.concat(parts[QUERIES], dim))
         docs = EncodedShard.concat(parts[CORPUS], dim)
+        coverage = {"queries_evaluated": len(rows), "docs_indexed": count_rows(docs)}
+        self._warn_if_partial(split_name, len(split.queries), len(corpus), **coverage)
         k, factory = self.hparams.eval_top_k, self.hparams.index_factory
         runs = {"all": search_shards(queries, docs, k, factory=factory, device=self.device)}
         if self.hparams.eval_subsets:
@@ -236,11 +239,21 @@ class UniversalRetriever(L.LightningModule):
         metrics = None
         out_dir = self.run_dir() / "eval" / f"{split_name}-step{self.global_step:07d}"  # a collective: all ranks
         if self.trainer.is_global_zero:
-            metrics = evaluate_and_write(
-                runs, [q.qid for q in split.queries], split.qrels, corpus.doc_ids, corpus.is_image, out_dir, tag=f"{split_name}-step{self.global_step}"
-            )
-        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+            qids = [split.queries[i].qid for i in rows]
+            qrels = {qid: split.qrels[qid] for qid in qids if qid in split.qrels}
+            metrics = evaluate_and_write(runs, qids, qrels, corpus.doc_ids, corpus.is_image, out_dir,
+                                         tag=f"{split_name}-step{self.global_step}")
+        metrics = {**self.trainer.strategy.broadcast(metrics, src=0), **coverage}
         self.log_dict({f"{stage}/{name}": float(value) for name, value in metrics.items()}, sync_dist=False)
+
+    def _warn_if_partial(self, split_name: str, n_queries: int, n_docs: int, queries_evaluated: int,
+                         docs_indexed: int) -> None:
+        """Say when the evaluation loaders were cut short (``limit_val_batches`` / ``limit_test_batches`` < 1)."""
+        if (queries_evaluated, docs_indexed) != (n_queries, n_docs):
+            rank_zero_warn(
+                f"evaluated {queries_evaluated} of {n_queries} {split_name} queries against {docs_indexed} of {n_docs} "
+                "docs (the trainer's limit_*_batches cut the loaders); the metrics cover only those"
+            )
 
     def run_dir(self) -> Path:
         """Where evaluation and mining outputs go: the logger's directory, else the trainer's root.
