@@ -1,29 +1,36 @@
-"""IR metrics in percent: MRR@10/20, NDCG@10/20, Recall@20/100 and the image share of the top-10.
+"""IR metrics in percent, computed by trec_eval (pytrec_eval): MRR@10/20, NDCG@10/20, Recall@20/100, and the
+image share of the top-10.
 
 Conventions (DESIGN.md section 4):
 
-* A run maps a query id to its ranked document ids, best first. **The run's order is the ranking**:
-  no re-sorting by score, so ties are whatever order the search produced. (trec_eval instead sorts by
-  score and breaks ties by document id; write the run with strictly decreasing scores to match it.)
-* A document is relevant when its qrels level is > 0; NDCG uses the level as the gain, as trec_eval does.
+* A run maps a query id to its scored documents, ``qid -> [(docid, score)]``. **The ranking is trec_eval's**:
+  score descending, equal scores by docid descending (:func:`retrieval.trec.trec_order`), whatever the list's
+  order. ``write_trec_run`` writes that order, so these are trec_eval's numbers on the written ``run.trec``.
+* A document is relevant when its qrels level is > 0; NDCG uses the level as the gain (trec_eval's rules).
 * Every metric is averaged over **all** queries in the qrels (``trec_eval -c``): a query missing from the
   run, or with no relevant document, scores 0. Run queries absent from the qrels are ignored.
-* MRR@k (MS MARCO style): 1 / rank of the first relevant document within the top k, else 0.
+* MRR@k (MS MARCO style): trec_eval ``recip_rank`` of the run cut to its first k documents in trec_eval's
+  order, i.e. 1 / rank of the first relevant document within the top k, else 0 (read off one ``recip_rank``
+  of the whole run: the cut keeps the first k ranks).
 * NDCG@k = trec_eval ``ndcg_cut_k``; Recall@k = trec_eval ``recall_k`` (relevant docs found in the top k
   over all relevant docs, not a hit rate).
 * ``image_share@10``: mean, over qrels queries with a non-empty ranking, of the share of image documents
-  among the query's retrieved top-10.
+  among the query's top-10 in trec_eval's order.
 """
 from __future__ import annotations
 
+import operator
 from typing import Callable, Iterable, Mapping, Sequence
 
-import numpy as np
+import pytrec_eval
 
 from retrieval.errors import InputError, first_ids
+from retrieval.trec import trec_order
 
-Run = Mapping[str, Sequence[str]]
+ScoredRun = Mapping[str, Sequence[tuple[str, float]]]
+Ordered = dict[str, list[tuple[str, float]]]
 Qrels = Mapping[str, Mapping[str, int]]
+_DOC = operator.itemgetter(0)
 
 MRR_CUTOFFS = (10, 20)
 NDCG_CUTOFFS = (10, 20)
@@ -31,70 +38,77 @@ RECALL_CUTOFFS = (20, 100)
 IMAGE_SHARE_CUTOFF = 10
 METRIC_NAMES = tuple([f"MRR@{k}" for k in MRR_CUTOFFS] + [f"NDCG@{k}" for k in NDCG_CUTOFFS]
                      + [f"Recall@{k}" for k in RECALL_CUTOFFS])
-DEPTH = max(MRR_CUTOFFS + NDCG_CUTOFFS + RECALL_CUTOFFS)
+TREC_MEASURES = {**{f"NDCG@{k}": f"ndcg_cut_{k}" for k in NDCG_CUTOFFS},
+                 **{f"Recall@{k}": f"recall_{k}" for k in RECALL_CUTOFFS}}
 
 
-def _gain_matrices(run: Run, qrels: Qrels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per qrels query: gains of the ranked top-DEPTH, ideal gains (top max NDCG cutoff), number relevant."""
-    ideal_depth = max(NDCG_CUTOFFS)
-    gains = np.zeros((len(qrels), DEPTH))
-    ideal = np.zeros((len(qrels), ideal_depth))
-    num_rel = np.zeros(len(qrels))
-    for row, (qid, judged) in enumerate(qrels.items()):
-        ranking = list(run.get(qid, ()))[:DEPTH]
-        if len(set(ranking)) != len(ranking):
+def _ordered(run: ScoredRun) -> Ordered:
+    """Each query's ranking in trec_eval's order; InputError for entries that are not (docid, score) pairs
+    or for a document ranked twice."""
+    ordered = {}
+    for qid, ranking in run.items():
+        try:
+            ordered[qid] = trec_order(ranking)
+        except InputError:
+            raise
+        except (TypeError, ValueError):
+            raise InputError(f"the run for query {qid!r} is not a list of (docid, score) pairs; pass "
+                             "qid -> [(docid, score)]") from None
+        if len(set(map(_DOC, ordered[qid]))) != len(ordered[qid]):
             raise InputError(f"the run ranks a document twice for query {qid!r}; de-duplicate the run")
-        gains[row, :len(ranking)] = [max(judged.get(doc, 0), 0) for doc in ranking]
-        levels = sorted((level for level in judged.values() if level > 0), reverse=True)
-        num_rel[row] = len(levels)
-        ideal[row, :min(len(levels), ideal_depth)] = levels[:ideal_depth]
-    return gains, ideal, num_rel
+    return ordered
 
 
-def _mrr(relevant: np.ndarray, k: int) -> np.ndarray:
-    """Reciprocal rank of the first relevant document within the top k, per query (0 if none)."""
-    top = relevant[:, :k]
-    first = top.argmax(axis=1)
-    return np.where(top.any(axis=1), 1.0 / (first + 1), 0.0)
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return 100.0 * sum(values) / len(values)
 
 
-def _ndcg(gains: np.ndarray, ideal: np.ndarray, k: int) -> np.ndarray:
-    """trec_eval ndcg_cut_k per query: DCG with log2(rank + 1) discounts over the ideal DCG."""
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = gains[:, :k] @ discounts
-    idcg = ideal[:, :k] @ discounts
-    return np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
+def _mrr_at(reciprocal_rank: float, k: int) -> float:
+    """MS MARCO MRR@k of one query from trec_eval's ``recip_rank`` on its whole run: the same value as
+    ``recip_rank`` of the run cut to its top k (trec_eval's order), since cutting keeps the first k ranks."""
+    return reciprocal_rank if reciprocal_rank > 0 and round(1.0 / reciprocal_rank) <= k else 0.0
 
 
-def _recall(relevant: np.ndarray, num_rel: np.ndarray, k: int) -> np.ndarray:
-    """trec_eval recall_k per query: relevant documents in the top k over all relevant documents."""
-    found = relevant[:, :k].sum(axis=1)
-    return np.divide(found, num_rel, out=np.zeros_like(num_rel), where=num_rel > 0)
+def _trec_eval(ordered: Ordered, qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """:data:`METRIC_NAMES` of an ordered run by pytrec_eval, averaged over all qrels queries (0 when unscored)."""
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank", *TREC_MEASURES.values()})
+    per_query = evaluator.evaluate({qid: dict(ranking) for qid, ranking in ordered.items() if qid in qrels})
+    scored = [per_query.get(qid, {}) for qid in qrels]
+    metrics = {name: _mean(q.get(measure, 0.0) for q in scored) for name, measure in TREC_MEASURES.items()}
+    for k in MRR_CUTOFFS:
+        metrics[f"MRR@{k}"] = _mean(_mrr_at(q.get("recip_rank", 0.0), k) for q in scored)
+    return {name: metrics[name] for name in METRIC_NAMES}
 
 
-def image_share(run: Run, qids: Iterable[str], image_doc_ids: set[str], k: int = IMAGE_SHARE_CUTOFF) -> float:
-    """Mean share (percent) of image documents in the retrieved top-``k`` of each query with a ranking."""
+def _image_share(ordered: Ordered, qids: Iterable[str], image_doc_ids: set[str], k: int) -> float:
     shares = []
     for qid in qids:
-        top = list(run.get(qid, ()))[:k]
+        top = ordered.get(qid, [])[:k]
         if top:
-            shares.append(sum(doc in image_doc_ids for doc in top) / len(top))
-    return 100.0 * float(np.mean(shares)) if shares else 0.0
+            shares.append(sum(doc in image_doc_ids for doc, _ in top) / len(top))
+    return 100.0 * sum(shares) / len(shares) if shares else 0.0
 
 
-def evaluate_run(run: Run, qrels: Qrels, image_doc_ids: set[str] | None = None) -> dict[str, float]:
-    """All metrics of :data:`METRIC_NAMES` in percent, plus ``image_share@10`` when ``image_doc_ids`` is given."""
+def image_share(run: ScoredRun, qids: Iterable[str], image_doc_ids: set[str], k: int = IMAGE_SHARE_CUTOFF) -> float:
+    """Mean share (percent) of image documents in the top-``k`` (trec_eval's order) of each query with a ranking."""
+    return _image_share(_ordered(run), qids, image_doc_ids, k)
+
+
+def _evaluate(ordered: Ordered, qrels: Qrels, image_doc_ids: set[str] | None) -> dict[str, float]:
     if not qrels:
         raise InputError("qrels are empty; pass the judgements of the queries being evaluated")
-    gains, ideal, num_rel = _gain_matrices(run, qrels)
-    relevant = gains > 0
-    per_query = {f"MRR@{k}": _mrr(relevant, k) for k in MRR_CUTOFFS}
-    per_query.update({f"NDCG@{k}": _ndcg(gains, ideal, k) for k in NDCG_CUTOFFS})
-    per_query.update({f"Recall@{k}": _recall(relevant, num_rel, k) for k in RECALL_CUTOFFS})
-    metrics = {name: 100.0 * float(values.mean()) for name, values in per_query.items()}
+    judged = {qid: {doc: int(level) for doc, level in levels.items()} for qid, levels in qrels.items()}
+    metrics = _trec_eval(ordered, judged)
     if image_doc_ids is not None:
-        metrics[f"image_share@{IMAGE_SHARE_CUTOFF}"] = image_share(run, qrels.keys(), image_doc_ids)
+        metrics[f"image_share@{IMAGE_SHARE_CUTOFF}"] = _image_share(ordered, judged, image_doc_ids,
+                                                                    IMAGE_SHARE_CUTOFF)
     return metrics
+
+
+def evaluate_run(run: ScoredRun, qrels: Qrels, image_doc_ids: set[str] | None = None) -> dict[str, float]:
+    """All metrics of :data:`METRIC_NAMES` in percent, plus ``image_share@10`` when ``image_doc_ids`` is given."""
+    return _evaluate(_ordered(run), qrels, image_doc_ids)
 
 
 def _restrict_qrels(qrels: Qrels, keep_doc: Callable[[str], bool]) -> dict[str, dict[str, int]]:
@@ -107,16 +121,16 @@ def _restrict_qrels(qrels: Qrels, keep_doc: Callable[[str], bool]) -> dict[str, 
     return subset
 
 
-def _check_modality(run: Run, name: str, wrong_doc: Callable[[str], bool], wrong_kind: str) -> None:
+def _check_modality(run: Ordered, name: str, wrong_doc: Callable[[str], bool], wrong_kind: str) -> None:
     for qid, ranking in run.items():
-        for doc in ranking:
+        for doc, _ in ranking:
             if wrong_doc(doc):
                 raise InputError(f"{name} ranks {wrong_kind} document {doc!r} for query {qid!r}; "
                                  f"pass the run searched against the {name.split('_')[0]}-only corpus")
 
 
-def evaluate_by_modality(run: Run, qrels: Qrels, image_doc_ids: set[str], text_run: Run | None = None,
-                         image_run: Run | None = None) -> dict[str, float]:
+def evaluate_by_modality(run: ScoredRun, qrels: Qrels, image_doc_ids: set[str], text_run: ScoredRun | None = None,
+                         image_run: ScoredRun | None = None) -> dict[str, float]:
     """Paper Table 2 views: plain keys = all queries vs the mixed corpus (``run``, with ``image_share@10``);
     ``text/...`` = queries with a text positive vs the text corpus (``text_run``); ``image/...`` = queries
     with an image positive vs the image corpus (``image_run``). Each subset's qrels keep only documents of
@@ -129,8 +143,9 @@ def evaluate_by_modality(run: Run, qrels: Qrels, image_doc_ids: set[str], text_r
         view_qrels = _restrict_qrels(qrels, in_view)
         if view_run is None or not view_qrels:
             continue
-        _check_modality(view_run, f"{prefix}_run", lambda doc: not in_view(doc), wrong_kind)
-        metrics.update({f"{prefix}/{name}": value for name, value in evaluate_run(view_run, view_qrels).items()})
+        ordered = _ordered(view_run)
+        _check_modality(ordered, f"{prefix}_run", lambda doc: not in_view(doc), wrong_kind)
+        metrics.update({f"{prefix}/{name}": value for name, value in _evaluate(ordered, view_qrels, None).items()})
     return metrics
 
 
@@ -139,12 +154,13 @@ def _unknown_message(what: str, unknown: list[str], fix: str) -> str:
     return f"{what} {len(unknown)} unknown ids ({first_ids(unknown)}{more}); {fix}"
 
 
-def check_run_ids(run: Run, qrels: Qrels, known_doc_ids: set[str] | Mapping[str, object],
+def check_run_ids(run: ScoredRun, qrels: Qrels, known_doc_ids: set[str] | Mapping[str, object],
                   allow_extra_queries: bool = False) -> None:
     """Raise InputError if the run or the qrels name documents outside ``known_doc_ids``, or (unless
     ``allow_extra_queries``) the run holds queries that have no qrels."""
     fix = "check that the run, qrels and corpus come from the same data directory"
-    unknown_docs = list(dict.fromkeys(doc for ranking in run.values() for doc in ranking if doc not in known_doc_ids))
+    run_docs = (doc for ranking in run.values() for doc, _ in ranking)
+    unknown_docs = list(dict.fromkeys(doc for doc in run_docs if doc not in known_doc_ids))
     if unknown_docs:
         raise InputError(_unknown_message("the run names", unknown_docs, fix))
     unknown_judged = list(dict.fromkeys(doc for judged in qrels.values() for doc in judged if doc not in known_doc_ids))

@@ -7,17 +7,18 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from retrieval.metrics import evaluate_by_modality
-from retrieval.trec import write_metrics_json, write_trec_run
+from retrieval.trec import trec_order, write_metrics_json, write_trec_run
 
 SearchResult = tuple[np.ndarray, np.ndarray]  # scores [Q,k], doc indices [Q,k] (-1 = none)
 
 
 def ranked_run(result: SearchResult, qids: Sequence[str], doc_ids: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
-    """qid -> [(docid, score)] best first, dropping the -1 padding."""
+    """qid -> [(docid, score)] in trec_eval's order (ties by docid descending, not the search's order),
+    dropping the -1 padding."""
     scores, indices = result
     run = {}
     for qid, row_scores, row in zip(qids, scores.tolist(), indices.tolist()):
-        run[qid] = [(doc_ids[d], s) for d, s in zip(row, row_scores) if d >= 0]
+        run[qid] = trec_order((doc_ids[d], s) for d, s in zip(row, row_scores) if d >= 0)
     return run
 
 
@@ -31,13 +32,13 @@ def evaluate_and_write(
     tag: str,
 ) -> dict[str, float]:
     """Metrics of ``runs['all']`` (mixed corpus) and, when present, ``runs['text']``/``runs['image']``
-    (paper Table 2 views); writes ``run.trec`` (the mixed run) and ``metrics.json`` into ``out_dir``."""
+    (paper Table 2 views); writes ``run.trec`` (the mixed run, in trec_eval's order) and ``metrics.json``
+    into ``out_dir``. The metrics are trec_eval's on exactly the scores written."""
     out_dir = Path(out_dir)
     scored = {name: ranked_run(result, qids, doc_ids) for name, result in runs.items()}
-    ranked = {name: {q: [d for d, _ in docs] for q, docs in run.items()} for name, run in scored.items()}
     image_ids = {d for d, img in zip(doc_ids, is_image) if img}
     judged = {q: dict(r) for q, r in qrels.items()}
-    metrics = evaluate_by_modality(ranked["all"], judged, image_ids, ranked.get("text"), ranked.get("image"))
+    metrics = evaluate_by_modality(scored["all"], judged, image_ids, scored.get("text"), scored.get("image"))
     write_trec_run(out_dir / "run.trec", scored["all"], tag=tag)
     write_metrics_json(out_dir / "metrics.json", metrics)
     return metrics

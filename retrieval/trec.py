@@ -1,6 +1,7 @@
 """TREC run and qrels files, and metrics JSON.
 
-* Run: ``qid Q0 docid rank score tag`` per line, rank from 1, best first.
+* Run: ``qid Q0 docid rank score tag`` per line, rank from 1, in trec_eval's order: score descending, equal
+  scores by docid descending (trec_eval's ``strcmp`` rule, reversed), so the rank column is trec_eval's rank.
 * Qrels: the release's ``qid<TAB>docid<TAB>rel`` lines, or TREC's ``qid iter docid rel``.
 """
 from __future__ import annotations
@@ -8,14 +9,16 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import operator
 import os
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from retrieval.atomic import atomic_write
 from retrieval.errors import InputError
 
 ScoredRun = Mapping[str, Sequence[tuple[str, float]]]
+_SCORE, _SCORE_THEN_DOCID = operator.itemgetter(1), operator.itemgetter(1, 0)
 
 
 def _check_token(value: str, what: str) -> None:
@@ -23,22 +26,36 @@ def _check_token(value: str, what: str) -> None:
         raise InputError(f"{what} {value!r} is empty or contains whitespace; TREC files need one-word ids")
 
 
+def trec_order(ranking: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``ranking`` as trec_eval ranks it: score descending, ties by docid descending (Python's ``str`` order
+    is UTF-8 byte order, as ``strcmp``'s)."""
+    pairs = [(docid, float(score)) for docid, score in ranking]
+    if any(map(math.isnan, map(_SCORE, pairs))):
+        raise InputError("a run score is NaN; check the embeddings for NaN before searching")
+    return sorted(pairs, key=_SCORE_THEN_DOCID, reverse=True)
+
+
+def _check_decreasing(qid: str, ranking: Sequence[tuple[str, float]]) -> None:
+    previous = math.inf
+    for rank, (docid, score) in enumerate(ranking, start=1):
+        _check_token(docid, "doc id")
+        if not float(score) <= previous:
+            raise InputError(f"query {qid!r}: score {score!r} at rank {rank} is above rank {rank - 1}'s "
+                             f"or not a number; sort each ranking by decreasing score")
+        previous = float(score)
+
+
 def _run_lines(run: ScoredRun, tag: str) -> Iterator[str]:
     for qid, ranking in run.items():
         _check_token(qid, "query id")
-        previous = math.inf
-        for rank, (docid, score) in enumerate(ranking, start=1):
-            _check_token(docid, "doc id")
-            score = float(score)
-            if not score <= previous:
-                raise InputError(f"query {qid!r}: score {score!r} at rank {rank} is above rank {rank - 1}'s "
-                                 f"or not a number; sort each ranking by decreasing score")
-            previous = score
+        _check_decreasing(qid, ranking)
+        for rank, (docid, score) in enumerate(trec_order(ranking), start=1):
             yield f"{qid} Q0 {docid} {rank} {score!r} {tag}\n"
 
 
 def write_trec_run(path: str | os.PathLike, run: ScoredRun, tag: str) -> None:
-    """Write ``run`` (qid -> [(docid, score)] best first, scores non-increasing) as a 6-column TREC run."""
+    """Write ``run`` (qid -> [(docid, score)], scores non-increasing) as a 6-column TREC run; equal scores
+    are written in trec_eval's order (:func:`trec_order`) and ranked 1..n in that order."""
     _check_token(tag, "run tag")
     with atomic_write(path) as handle:
         handle.writelines(_run_lines(run, tag))
@@ -61,14 +78,17 @@ def _parse_run_line(fields: list[str], where: str) -> tuple[str, str, int, float
         raise InputError(f"{where}: expected 6 columns 'qid Q0 docid rank score tag', got {len(fields)}; fix the line")
     qid, _, docid, rank, score, _ = fields
     try:
-        return qid, docid, int(rank), float(score)
+        parsed = qid, docid, int(rank), float(score)
     except ValueError:
         raise InputError(f"{where}: rank {rank!r} or score {score!r} is not a number; fix the line") from None
+    if math.isnan(parsed[3]):
+        raise InputError(f"{where}: score is NaN; fix the line")
+    return parsed
 
 
 def read_trec_run(path: str | os.PathLike) -> dict[str, list[tuple[str, float]]]:
-    """Read a 6-column TREC run as qid -> [(docid, score)], ordered by decreasing score like trec_eval
-    (equal scores keep file order)."""
+    """Read a 6-column TREC run as qid -> [(docid, score)] in trec_eval's order (:func:`trec_order`); the
+    rank column is ignored, as trec_eval ignores it."""
     run: dict[str, list[tuple[str, float]]] = {}
     seen: set[tuple[str, str]] = set()
     for number, fields in _lines(path, "run"):
@@ -78,7 +98,7 @@ def read_trec_run(path: str | os.PathLike) -> dict[str, list[tuple[str, float]]]
             raise InputError(f"{where}: doc {docid!r} appears twice for query {qid!r}; de-duplicate the run")
         seen.add((qid, docid))
         run.setdefault(qid, []).append((docid, score))
-    return {qid: sorted(ranking, key=lambda pair: -pair[1]) for qid, ranking in run.items()}
+    return {qid: trec_order(ranking) for qid, ranking in run.items()}
 
 
 def _parse_qrels_line(fields: list[str], where: str) -> tuple[str, str, int]:
