@@ -7,16 +7,33 @@ Two more verbs:
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
 from datamodules.webqa_datamodule import WebQADataModule
+from lightning_modules.checkpoint_config import report_checkpoint_differences
 from lightning_modules.retriever import UniversalRetriever
 from retrieval.errors import InputError
 
 
 class RetrieverCLI(LightningCLI):
-    """The Lightning CLI of this project (configs compose: ``--config a.yaml --config b.yaml``)."""
+    """The Lightning CLI of this project (configs compose: ``--config a.yaml --config b.yaml``).
+
+    With ``--ckpt_path``, Lightning's CLI parses the checkpoint's saved hyperparameters over the
+    configuration, silently dropping what the user typed. Here the configuration wins: the checkpoint's
+    values are only compared with it (one line lists the keys that differ), and an encoder architecture
+    other than the checkpoint's is refused before anything loads.
+    """
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            report_checkpoint_differences(ckpt_path, config.model)
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 import numpy as np
 import torch
 from torch import nn
 
+from lightning_modules.checkpoint_config import ARCHITECTURE_KEY
 from lightning_modules.corpus_search import EncodedShard, count_rows, gather_queries, search_shards
 from lightning_modules.encoders.base import RetrievalEncoder
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
@@ -159,6 +160,23 @@ class UniversalRetriever(L.LightningModule):
                 "lower model.lr, check the data, or use precision 32"
             )
 
+    def on_train_start(self) -> None:
+        """Give the optimizer and schedule this run's settings.
+
+        A resumed fit restores the optimizer's and scheduler's state from the checkpoint, learning rate and
+        AdamW settings included; the configuration's values win (the CLI prints those that differ).
+        """
+        hp = self.hparams
+        optimizer, scheduler = self.optimizers(use_pl_optimizer=False), self.lr_schedulers()
+        scheduler.base_lrs = [hp.lr] * len(optimizer.param_groups)
+        for group, multiplier in zip(optimizer.param_groups, scheduler.lr_lambdas):
+            group.update(initial_lr=hp.lr, lr=hp.lr * multiplier(scheduler.last_epoch), betas=tuple(hp.betas), eps=hp.eps)
+            if group.get("name") == "decay":
+                group["weight_decay"] = hp.weight_decay
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[ARCHITECTURE_KEY] = self.encoder.architecture()
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         optimizer = torch.optim.AdamW(build_param_groups(self, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
@@ -232,6 +250,8 @@ class UniversalRetriever(L.LightningModule):
         coverage = {"queries_evaluated": len(rows), "docs_indexed": count_rows(docs)}
         self._warn_if_partial(split_name, len(split.queries), len(corpus), **coverage)
         k, factory = self.hparams.eval_top_k, self.hparams.index_factory
+        rank_zero_info(f"{split_name}-step{self.global_step}: top-{k} search of {len(rows)} queries over "
+                       f"{coverage['docs_indexed']} docs with index {factory!r} on {self.device}")
         runs = {"all": search_shards(queries, docs, k, factory=factory, device=self.device)}
         if self.hparams.eval_subsets:
             runs["text"] = search_shards(queries, docs, k, keep=~corpus.is_image, factory=factory, device=self.device)

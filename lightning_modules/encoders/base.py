@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from lightning_modules.checkpoint_config import qualified_name
+
 #: Whatever a processor's ``tokenize`` returns: a token tensor (CLIP) or a dict of tensors (HF).
 TextBatch = Any
 
@@ -31,6 +33,12 @@ class RetrievalEncoder(nn.Module, ABC):
     """Maps queries, text docs and image docs into one space of L2-normalised vectors."""
 
     embedding_dim: int
+    #: Init arguments that fix the weights' shapes; each must be an attribute of the same name.
+    ARCHITECTURE_ARGS: tuple[str, ...] = ()
+
+    def architecture(self) -> dict[str, object]:
+        """``{"class_path": module.Class, arg: value}`` for :attr:`ARCHITECTURE_ARGS`, saved in checkpoints."""
+        return {"class_path": qualified_name(type(self)), **{a: getattr(self, a) for a in self.ARCHITECTURE_ARGS}}
 
     @property
     @abstractmethod

@@ -79,6 +79,9 @@ class CLIPEncoder(RetrievalEncoder):
         pretrained: a tag (``openai``), a local checkpoint path, or None for random weights.
     """
 
+    #: Init arguments that fix the weights' shapes (checked against a checkpoint's before loading it).
+    ARCHITECTURE_ARGS = ("model_name",)
+
     def __init__(self, model_name: str = "ViT-B-32", pretrained: str | None = "openai") -> None:
         super().__init__()
         self.model_name = model_name

@@ -1,0 +1,71 @@
+"""A checkpoint's saved settings against the configuration a command was given: report, never override.
+
+Every ``--model.*`` value the user gives (config files and command line) is used as given. The checkpoint's
+saved hyperparameters are compared with it and the keys that differ are listed in one line; the encoder's
+architecture, which the weights need to load, must match the checkpoint's or the command stops.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from retrieval.errors import InputError
+
+#: Key of the checkpoint entry that records the encoder's architecture (written by ``UniversalRetriever``).
+ARCHITECTURE_KEY = "encoder_architecture"
+
+
+def qualified_name(cls: type) -> str:
+    """``module.Class`` of a class, as recorded in checkpoints."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def hyperparameter_differences(saved: Mapping[str, Any], model_config: Mapping[str, Any]) -> list[str]:
+    """``"key (checkpoint A, now B)"`` for every saved scalar hyperparameter the configuration sets otherwise."""
+    differences = []
+    for key, old in saved.items():
+        if key.startswith("_") or key not in model_config:
+            continue
+        new = model_config[key]
+        if _comparable(new) != _comparable(old):
+            differences.append(f"{key} (checkpoint {old!r}, now {new!r})")
+    return differences
+
+
+def _configured_architecture(encoder_config: Any) -> dict[str, Any]:
+    """The architecture the configuration's encoder would have, as ``{"class_path", init arg: value}``."""
+    module, _, name = encoder_config["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    init_args = encoder_config.get("init_args") or {}
+    return {"class_path": qualified_name(cls), **{arg: init_args.get(arg) for arg in getattr(cls, "ARCHITECTURE_ARGS", ())}}
+
+
+def check_architecture(saved: Mapping[str, Any] | None, encoder_config: Any, ckpt_path: str) -> None:
+    """InputError when the configured encoder is not the architecture the checkpoint was trained with."""
+    if not saved:
+        return  # a checkpoint written before architectures were recorded
+    configured = _configured_architecture(encoder_config)
+    for key, old in saved.items():
+        new = configured.get(key)
+        if new != old:
+            flag = "model.encoder.class_path" if key == "class_path" else f"model.encoder.init_args.{key}"
+            raise InputError(f"checkpoint {ckpt_path} was trained with {flag} {old!r} but the configuration gives "
+                             f"{new!r}; use the configuration the checkpoint was trained with, or drop --ckpt_path")
+
+
+def report_checkpoint_differences(ckpt_path: str | Path, model_config: Any) -> None:
+    """Refuse another architecture; print one line with the hyperparameters the configuration changes."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    check_architecture(checkpoint.get(ARCHITECTURE_KEY), model_config["encoder"], str(ckpt_path))
+    differences = hyperparameter_differences(checkpoint.get("hyper_parameters", {}), model_config)
+    if differences:
+        rank_zero_info(f"{ckpt_path}: the configuration differs from the checkpoint's in {', '.join(differences)}; "
+                       "the configuration's values are used")
