@@ -1,4 +1,5 @@
-"""Exact top-k search: FAISS ``DenseIndex("Flat")`` vs a torch matmul + topk baseline, on CPU.
+"""Exact top-k search: FAISS ``DenseIndex("Flat")`` vs a torch matmul + topk baseline, on CPU (default), or
+FAISS on the CPU vs torch on a GPU (``--compare-device cuda``).
 
 For each corpus size (default 10k, 100k, 1M unit vectors, dim 512, fp32) and 5k queries, top-100:
 index build time and search time of both paths, the speed-up brute/faiss, whether both return the same
@@ -8,6 +9,16 @@ runtimes (FAISS's and torch's) never share a process.
 
     python bench/bench_search.py                      # the full table (~2 min on 2 idle cores)
     python bench/bench_search.py --sizes 10000 --queries 500
+
+``--compare-device DEV`` times, per size, FAISS ``Flat`` on the CPU (a fresh subprocess, ``--threads`` cores)
+against ``retrieval.index.brute_force_search(..., device=DEV, **GPU_SEARCH)`` (fp16 scores, the exact search
+that ``exact_search`` runs on a GPU) in this process, and FAISS's GPU index when the installed FAISS has GPU
+support; it reports the seconds, their ratio, and the share of identical ids in both top-k lists (fp16 vs
+fp32 scores: documents that tie in fp16 at the k-th place may differ). The torch time is split into copying
+the fp32 docs to the device as fp16 and searching them there; both calls are preceded by a small warm-up.
+The last line is ``RESULT {json}``.
+
+    python bench/bench_search.py --compare-device cuda --sizes 1177447 --queries 5000
 """
 from __future__ import annotations
 
@@ -67,7 +78,7 @@ def run_faiss(n: int, dim: int, queries, k: int, reserve: bool = True,
     from retrieval.index import DenseIndex
 
     baseline = rss_bytes()
-    index, stats = DenseIndex(dim, "Flat", use_gpu=False), {"build_s": 0.0}
+    index, stats = DenseIndex(dim, "Flat"), {"build_s": 0.0}
     if reserve:
         index.reserve(n)
     for chunk in unit_vector_chunks(n, dim, DOC_SEED):
@@ -174,6 +185,98 @@ def main(args: argparse.Namespace) -> None:
                   f"{plain['build_rss_per_doc']:.0f} B/doc without (FAISS grows its buffer by doubling)")
 
 
+# --------------------------------------------------------------------------- FAISS CPU vs torch on a device
+def fill_docs(n: int, dim: int) -> "torch.Tensor":  # noqa: F821
+    """The same seeded docs as the workers generate, as one fp32 CPU tensor [n, dim]."""
+    import torch
+
+    docs, offset = torch.empty(n, dim), 0
+    for chunk in unit_vector_chunks(n, dim, DOC_SEED):
+        docs[offset:offset + len(chunk)] = chunk
+        offset += len(chunk)
+    return docs
+
+
+def synchronize(device: "torch.device") -> None:  # noqa: F821
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_torch(docs: "torch.Tensor", queries: np.ndarray, k: int, device: str) -> tuple[dict, np.ndarray]:  # noqa: F821
+    """Copy the docs to ``device`` in fp16, then ``brute_force_search`` with ``GPU_SEARCH`` there."""
+    from retrieval.index import GPU_SEARCH, as_device, brute_force_search
+
+    target = as_device(device)
+    brute_force_search(docs[:4096], queries[:64], k, device=target, **GPU_SEARCH)  # warm-up: context, cuBLAS
+    synchronize(target)
+    start = time.perf_counter()
+    on_device = docs.to(target, GPU_SEARCH["dtype"])
+    synchronize(target)
+    copy_s = time.perf_counter() - start
+    start = time.perf_counter()
+    _, indices = brute_force_search(on_device, queries, k, device=target, **GPU_SEARCH)  # results come back to the CPU
+    return {"copy_s": copy_s, "search_s": time.perf_counter() - start}, indices
+
+
+def time_faiss_gpu(docs: "torch.Tensor", queries: np.ndarray, k: int,  # noqa: F821
+                   device: str) -> tuple[dict, np.ndarray] | None:
+    """FAISS ``Flat`` on ``device`` (add + search), or None without a GPU build of FAISS."""
+    from retrieval.index import DenseIndex, as_device, faiss_gpu_count
+
+    target = as_device(device)
+    if target.type != "cuda" or faiss_gpu_count() == 0:
+        return None
+    DenseIndex(docs.shape[1], "Flat", device=target).add(docs[:4096])  # warm-up
+    start = time.perf_counter()
+    index = DenseIndex(docs.shape[1], "Flat", device=target)
+    index.add(docs)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    _, indices = index.search(queries, k)
+    return {"build_s": build_s, "search_s": time.perf_counter() - start}, indices
+
+
+def compare_device(args: argparse.Namespace) -> None:
+    """Per size: FAISS CPU (subprocess) vs torch on ``args.compare_device`` (and FAISS GPU when available)."""
+    import torch
+
+    device = args.compare_device
+    name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
+    print(f"FAISS Flat on the CPU ({args.threads} threads) vs torch on {device} ({name}); {args.queries} queries, "
+          f"dim {args.dim}, top-{args.k}; torch: fp32 docs copied to the device as fp16, then searched there")
+    torch.set_num_threads(args.threads)
+    queries = torch.cat(list(unit_vector_chunks(args.queries, args.dim, QUERY_SEED))).numpy()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            cpu = measure("faiss", n, args, Path(tmp) / "faiss.npy")
+            cpu_indices = np.load(Path(tmp) / "faiss.npy")
+            docs = fill_docs(n, args.dim)
+            gpu, gpu_indices = time_torch(docs, queries, args.k, device)
+            faiss_gpu = time_faiss_gpu(docs, queries, args.k, device)
+            del docs
+            row = {"docs": n, "queries": args.queries, "k": args.k, "faiss_cpu_search_s": cpu["search_s"],
+                   "faiss_cpu_build_s": cpu["build_s"], "torch_copy_s": gpu["copy_s"],
+                   "torch_search_s": gpu["search_s"],
+                   "speedup_torch_vs_faiss_cpu": cpu["search_s"] / gpu["search_s"],
+                   "overlap_torch_faiss_cpu": same_docs(gpu_indices, cpu_indices),
+                   "faiss_gpu_search_s": None, "overlap_faiss_gpu_faiss_cpu": None}
+            if faiss_gpu is not None:
+                row["faiss_gpu_search_s"] = faiss_gpu[0]["search_s"]
+                row["overlap_faiss_gpu_faiss_cpu"] = same_docs(faiss_gpu[1], cpu_indices)
+            rows.append(row)
+            faiss_gpu_text = ("not available (this FAISS build has no GPU support)" if faiss_gpu is None else
+                              f"{row['faiss_gpu_search_s']:.3f} s (overlap {row['overlap_faiss_gpu_faiss_cpu']:.4f})")
+            print(f"{n:>9} docs: FAISS CPU search {cpu['search_s']:.3f} s (build {cpu['build_s']:.2f} s) | "
+                  f"torch on {device} search {gpu['search_s']:.3f} s + copy {gpu['copy_s']:.3f} s | "
+                  f"FAISS CPU / torch = {row['speedup_torch_vs_faiss_cpu']:.1f}x | "
+                  f"top-{args.k} overlap {row['overlap_torch_faiss_cpu']:.4f} | FAISS GPU: {faiss_gpu_text}",
+                  flush=True)
+    print("RESULT " + json.dumps({"device": device, "threads": args.threads, "rows": rows}))
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -183,6 +286,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1_177_447],
                         help="build-only memory check sizes (default: the WebQA corpus)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--compare-device", default=None,
+                        help="FAISS on the CPU vs torch on this device (e.g. cuda); see the module docstring")
     parser.add_argument("--worker", choices=["faiss", "brute", "build-reserve", "build-plain"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -191,4 +296,9 @@ def parse_args() -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    worker(arguments) if arguments.worker else main(arguments)
+    if arguments.worker:
+        worker(arguments)
+    elif arguments.compare_device:
+        compare_device(arguments)
+    else:
+        main(arguments)

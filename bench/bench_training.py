@@ -1,6 +1,7 @@
 """Benchmark training throughput: a bare PyTorch loop against the Lightning ``UniversalRetriever``.
 
-Both loops train the tiny CLIP (``tiny-clip-64px``, random weights, same seed) with the same
+Both loops train the same CLIP (default the tiny ``tiny-clip-64px``; ``--model ViT-B-32`` for the paper's;
+random weights, same seed) with the same
 ``ContrastiveRetrievalLoss`` (in-batch + hard negatives, balanced k=1 WebQA distractors), the same
 AdamW param groups and cosine schedule, on the SAME pre-collated mini-WebQA batches held in memory,
 so data loading is excluded from both. Repeats alternate (bare, lightning, bare, lightning, ...)
@@ -13,6 +14,11 @@ attached), so both loops run the identical forward; what differs is Lightning's 
 ``self.log`` bookkeeping and the non-finite check of ``training_step``. ``--variants`` adds
 monkeypatched Lightning runs (no ``self.log``; no non-finite check) that attribute that overhead.
 
+On a GPU (``--device cuda``) the batches are moved to the device once, before timing, for both loops;
+``--precision bf16-mixed`` runs the bare loop's forward under ``torch.autocast(bfloat16)`` exactly as
+Lightning's ``bf16-mixed`` plugin does (fp32 master weights, no grad scaler), and every step's clock is
+read after ``torch.cuda.synchronize()``, in both loops. The last line is ``RESULT {json}`` for scripts.
+
 Each step is timed end to end (from the end of the previous step, so fetching the batch, hooks and
 logging count). Three clocks are reported: the median step (the headline, robust to bursts of load
 from other processes on a shared machine), the whole timed span, and this process's CPU time.
@@ -21,12 +27,14 @@ other processes take a core (OpenMP threads wait on each other at every op; step
 
     python bench/bench_training.py [--steps 20] [--warmup 3] [--batch-size 64] [--rounds 3]
                                    [--threads 1] [--data-dir DIR] [--variants]
+    python bench/bench_training.py --model ViT-B-32 --device cuda --precision bf16-mixed --steps 30 --warmup 5
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
+import json
 import logging
 import os
 import statistics
@@ -43,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from datamodules.mini_webqa import generate_mini_webqa  # noqa: E402
@@ -53,6 +62,7 @@ from lightning_modules.optim import build_param_groups, cosine_schedule_with_war
 from lightning_modules.retriever import UniversalRetriever  # noqa: E402
 
 MODEL_NAME = "tiny-clip-64px"
+PRECISIONS = ("32-true", "bf16-mixed")
 TARGET_RATIO = 0.9
 MEDIAN_STEP = "median step"
 Batch = dict[str, Any]
@@ -109,6 +119,34 @@ def make_module(initial_encoder: CLIPEncoder) -> UniversalRetriever:
     return UniversalRetriever(copy.deepcopy(initial_encoder), loss=loss)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Where and how both loops train: the device and Lightning's precision string."""
+
+    device: torch.device
+    precision: str = "32-true"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The bare loop's forward context: what Lightning's precision plugin does around ``training_step``."""
+        if self.precision == "bf16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work, so the clock read next covers it."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def trainer_device(self) -> dict[str, Any]:
+        """``accelerator`` and ``devices`` of a ``Trainer`` on this device."""
+        if self.device.type == "cuda":
+            return {"accelerator": "gpu", "devices": [self.device.index or 0]}
+        return {"accelerator": "cpu", "devices": 1}
+
+
+SETUP = Setup(torch.device("cpu"))  # set by main() from --device/--precision
+
+
 # --------------------------------------------------------------------------- the two loops
 def differences(marks: tuple[float, ...], warmup: int) -> list[float]:
     """Durations of the steps after ``warmup`` from the clock readings at the end of every step."""
@@ -127,7 +165,8 @@ class Timing:
         """Samples/s by three clocks: the median step (robust to load bursts of other processes),
         the whole timed span, and this process's CPU time (blind to time taken by other processes)."""
         n = len(self.wall) * batch_size
-        return {MEDIAN_STEP: batch_size / statistics.median(self.wall), "whole span": n / sum(self.wall), "cpu time": n / sum(self.cpu)}
+        return {MEDIAN_STEP: batch_size / statistics.median(self.wall), "whole span": n / sum(self.wall),
+                "cpu time": n / sum(self.cpu)}
 
 
 class StepTimes:
@@ -138,6 +177,7 @@ class StepTimes:
         self.marks: list[tuple[float, float]] = []
 
     def mark(self) -> None:
+        SETUP.synchronize()  # a no-op on the CPU
         self.marks.append((time.perf_counter(), time.process_time()))
 
     def timing(self, warmup: int, module: UniversalRetriever) -> Timing:
@@ -148,19 +188,21 @@ class StepTimes:
 def bare_optimizer(module: UniversalRetriever, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW + cosine exactly as ``UniversalRetriever.configure_optimizers`` builds them."""
     hp = module.hparams
-    optimizer = torch.optim.AdamW(build_param_groups(module, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+    groups = build_param_groups(module, hp.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
     scheduler = cosine_schedule_with_warmup(optimizer, min(hp.warmup_steps, total_steps), total_steps, hp.min_lr_ratio)
     return optimizer, scheduler
 
 
 def run_bare(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int) -> Timing:
     """Plain PyTorch: forward, backward, optimizer step, zero_grad, scheduler step."""
-    module = make_module(initial_encoder)
+    module = make_module(initial_encoder).to(SETUP.device)
     module.train()
     optimizer, scheduler = bare_optimizer(module, len(batches))
     times = StepTimes()
     for batch in batches:
-        loss = module.compute_loss(batch).loss
+        with SETUP.autocast():
+            loss = module.compute_loss(batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -179,7 +221,8 @@ class StepClock(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.threads = torch.get_num_threads()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         self.times.mark()
 
 
@@ -188,7 +231,8 @@ def run_lightning(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: in
     module = make_module(initial_encoder)
     clock = StepClock()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
+        **SETUP.trainer_device(), precision=SETUP.precision, max_steps=len(batches), logger=False,
+        enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         callbacks=[clock],
     )
@@ -223,7 +267,9 @@ def no_finite_check() -> contextlib.AbstractContextManager:
     return patched(UniversalRetriever, "_stop_on_non_finite", lambda self, *a, **k: None)
 
 
-def lightning_variant(patch: Callable[[], contextlib.AbstractContextManager]) -> Callable[[CLIPEncoder, list[Batch], int], Timing]:
+def lightning_variant(
+    patch: Callable[[], contextlib.AbstractContextManager],
+) -> Callable[[CLIPEncoder, list[Batch], int], Timing]:
     """``run_lightning`` under ``patch``."""
 
     def run(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int) -> Timing:
@@ -248,7 +294,8 @@ class Contender:
         return statistics.median(self.rates[clock])
 
 
-def alternate(contenders: list[Contender], initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int, rounds: int, batch_size: int) -> None:
+def alternate(contenders: list[Contender], initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int, rounds: int,
+              batch_size: int) -> None:
     """Run every contender once per round, in turn, recording its samples/s (and keeping its first run)."""
     for round_index in range(rounds):
         for c in contenders:
@@ -320,7 +367,8 @@ def print_loader_table(rates: list[LoaderRate], batch_size: int, train_rate: flo
     print(f"\n{'train_dataloader':<24}{'batches/s':>10}{'samples/s':>11}{'x training':>12}{'first batch s':>15}")
     for r in rates:
         samples = r.batches_per_s() * batch_size
-        print(f"{'num_workers=' + str(r.workers):<24}{r.batches_per_s():10.2f}{samples:11.1f}{samples / train_rate:12.1f}{r.first_batch_s:15.2f}")
+        print(f"{'num_workers=' + str(r.workers):<24}{r.batches_per_s():10.2f}{samples:11.1f}"
+              f"{samples / train_rate:12.1f}{r.first_batch_s:15.2f}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -329,14 +377,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of every run (>= 1)")
     parser.add_argument("--batch-size", type=int, default=64, help="queries per batch")
     parser.add_argument("--rounds", type=int, default=3, help="alternating repeats of each loop")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both loops (see the module docstring)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for both loops (see the module docstring)")
     parser.add_argument("--loader-batches", type=int, default=20, help="batches read per DataLoader measurement")
-    parser.add_argument("--data-dir", default=None, help="mini-WebQA directory (generated 'small' if empty); default: a temp dir")
-    parser.add_argument("--variants", action="store_true", help=f"also time monkeypatched Lightning (forced when ratio < {TARGET_RATIO})")
+    parser.add_argument("--loader-workers", type=int, nargs="*", default=[0, 2],
+                        help="num_workers values of the DataLoader measurement (none: skip it)")
+    parser.add_argument("--model", default=MODEL_NAME, help="open_clip architecture, random weights (e.g. ViT-B-32)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; batches are moved there before timing")
+    parser.add_argument("--precision", default="32-true", choices=PRECISIONS,
+                        help="Lightning precision, mirrored in the bare loop")
+    parser.add_argument("--data-dir", default=None,
+                        help="mini-WebQA directory (generated 'small' if empty); default: a temp dir")
+    parser.add_argument("--variants", action="store_true",
+                        help=f"also time monkeypatched Lightning (forced when ratio < {TARGET_RATIO})")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
         parser.error("--warmup, --steps and --rounds must be >= 1")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device is available")
     return args
 
 
@@ -365,25 +424,42 @@ def compare_loops(args: argparse.Namespace, initial_encoder: CLIPEncoder, batche
     return contenders
 
 
+def describe_device(setup: Setup) -> str:
+    """The device in words (GPU name when on CUDA) and the precision."""
+    name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else "cpu"
+    return f"device {setup.device} ({name}), precision {setup.precision}"
+
+
 def main(argv: list[str] | None = None) -> None:
+    global SETUP
     args = parse_args(argv)
     quiet()
+    SETUP = Setup(torch.device(args.device), args.precision)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    initial_encoder = CLIPEncoder(MODEL_NAME, pretrained=None)
+    initial_encoder = CLIPEncoder(args.model, pretrained=None)
     print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}")
-    print(f"{MODEL_NAME}: batch {args.batch_size}, {args.warmup} warmup + {args.steps} timed steps, {args.rounds} rounds")
+          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, {describe_device(SETUP)}")
+    print(f"{args.model}: batch {args.batch_size}, {args.warmup} warmup + {args.steps} timed steps, "
+          f"{args.rounds} rounds")
     with data_directory(args.data_dir) as data_dir:
         dm = make_datamodule(data_dir, initial_encoder, args.batch_size, num_workers=0)
         batches = collect_batches(dm, args.warmup + args.steps)
         print(f"data {data_dir}: {describe_batches(dm, batches)}\n")
+        batches = [move_data_to_device(batch, SETUP.device) for batch in batches]  # a no-op on the CPU
         contenders = compare_loops(args, initial_encoder, batches)
-        loaders = [time_loader(data_dir, initial_encoder, args.batch_size, w, args.loader_batches) for w in (0, 2)]
+        loaders = [time_loader(data_dir, initial_encoder, args.batch_size, workers, args.loader_batches)
+                   for workers in args.loader_workers]
     bare, lightning = contenders[0].median(), contenders[1].median()
-    print_loader_table(loaders, args.batch_size, max(bare, lightning))
+    if loaders:
+        print_loader_table(loaders, args.batch_size, max(bare, lightning))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"RATIO lightning/bare = {lightning / bare:.2f}")
+    result = {"model": args.model, "device": str(SETUP.device), "precision": SETUP.precision,
+              "batch_size": args.batch_size, "timed_steps": args.steps, "bare_samples_per_s": bare,
+              "lightning_samples_per_s": lightning, "ratio": lightning / bare,
+              "loader_samples_per_s": {str(r.workers): r.batches_per_s() * args.batch_size for r in loaders}}
+    print("RESULT " + json.dumps(result))
 
 
 if __name__ == "__main__":
