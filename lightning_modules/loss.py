@@ -198,28 +198,15 @@ class ContrastiveRetrievalLoss(nn.Module):
         scale 100 are off by ~0.2.
         """
         with torch.autocast(device_type=queries.device.type, enabled=False):
-            return self._forward(_at_least_fp32(queries), _at_least_fp32(docs), doc_ids, doc_is_image, positive,
-                                 hard_negatives, query_positive_ids, _at_least_fp32(logit_scale))
+            queries, docs, logit_scale = (_at_least_fp32(x) for x in (queries, docs, logit_scale))
+            global_docs = self._global_docs(docs, doc_ids, doc_is_image, positive, hard_negatives)
+            target = positive + global_docs.offset
+            negatives = self._negatives(global_docs, target, hard_negatives, query_positive_ids)
 
-    def _forward(
-        self,
-        queries: Tensor,
-        docs: Tensor,
-        doc_ids: Tensor,
-        doc_is_image: Tensor,
-        positive: Tensor,
-        hard_negatives: Tensor,
-        query_positive_ids: Tensor,
-        logit_scale: Tensor,
-    ) -> ContrastiveLossOutput:
-        global_docs = self._global_docs(docs, doc_ids, doc_is_image, positive, hard_negatives)
-        target = positive + global_docs.offset
-        negatives = self._negatives(global_docs, target, hard_negatives, query_positive_ids)
-
-        is_target = F.one_hot(target, global_docs.ids.shape[0]).bool()
-        logits = logit_scale * queries @ global_docs.embeddings.T
-        logits = logits.masked_fill(~(negatives | is_target), float("-inf"))
-        loss = F.cross_entropy(logits, target)
+            is_target = F.one_hot(target, global_docs.ids.shape[0]).bool()
+            logits = logit_scale * queries @ global_docs.embeddings.T
+            logits = logits.masked_fill(~(negatives | is_target), float("-inf"))
+            loss = F.cross_entropy(logits, target)
 
         scores = logits.detach()
         return ContrastiveLossOutput(
