@@ -67,7 +67,7 @@ def run_mini_webqa(args: argparse.Namespace) -> None:
         output = str(Path(tmp.name) / f"negatives-{repeat}.json")
         miner = ANCEMiningCallback(on_validate=True, top_k=args.top_k, output_file=output)
         trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=[miner])
+                            enable_model_summary=False, callbacks=[miner], default_root_dir=tmp.name)
         start = time.perf_counter()
         trainer.validate(module, datamodule=dm, verbose=False)
         runs.append(dict(miner.timings[-1], total_s=time.perf_counter() - start))

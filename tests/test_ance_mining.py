@@ -19,14 +19,17 @@ from retrieval.index import brute_force_search
 
 
 def _setup(tiny_data_dir: Path, tiny_encoder: CLIPEncoder) -> tuple[UniversalRetriever, WebQADataModule]:
-    module = UniversalRetriever(copy.deepcopy(tiny_encoder), loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True), temperature=0.05, lr=1e-3)
-    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1, batch_size=8, eval_batch_size=16, num_workers=0)
+    loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
+    module = UniversalRetriever(copy.deepcopy(tiny_encoder), loss=loss, temperature=0.05, lr=1e-3)
+    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
+                         batch_size=8, eval_batch_size=16, num_workers=0)
     return module, dm
 
 
 def _trainer(root: Path, callbacks: list, **kwargs) -> L.Trainer:
     return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(root), callbacks=callbacks, **kwargs)
+                     num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(root), callbacks=callbacks,
+                     **kwargs)
 
 
 class VersionRecorder(L.Callback):
@@ -55,7 +58,8 @@ def _brute_force_negatives(encoder: CLIPEncoder, dm: WebQADataModule, k: int) ->
         holder = R(encoder)
         doc_vecs = torch.cat([holder.encode_docs(b["docs"]).half() for b in docs]).float()
         texts = [q.text for q in dm.train_queries]
-        q_vecs = torch.cat([encoder.encode_queries(encoder.processor.tokenize(texts[i : i + 16])).half() for i in range(0, len(texts), 16)]).float()
+        chunks = [texts[i : i + 16] for i in range(0, len(texts), 16)]
+        q_vecs = torch.cat([encoder.encode_queries(encoder.processor.tokenize(c)).half() for c in chunks]).float()
     _, idx = brute_force_search(doc_vecs, q_vecs, k + 4)
     lists = []
     for q, row in zip(dm.train_queries, idx.tolist()):
@@ -63,14 +67,17 @@ def _brute_force_negatives(encoder: CLIPEncoder, dm: WebQADataModule, k: int) ->
     return lists
 
 
-def test_mining_switches_negatives_mid_fit_to_the_current_models_top_k(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path) -> None:
+def test_mining_switches_negatives_mid_fit_to_the_current_models_top_k(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     module, dm = _setup(tiny_data_dir, tiny_encoder)
     miner = WeightsAtFirstMining(every_n_steps=3, top_k=20)
     recorder = VersionRecorder()
     trainer = _trainer(tmp_path, [miner, recorder], max_steps=9, enable_checkpointing=False)
     trainer.fit(module, datamodule=dm)
 
-    assert [Path(f).name for f in miner.mined_files] == ["train-negatives-step0000003.json", "train-negatives-step0000006.json"]
+    names = [Path(f).name for f in miner.mined_files]
+    assert names == ["train-negatives-step0000003.json", "train-negatives-step0000006.json"]
     assert recorder.versions == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # num_workers=0: the very next batch uses them
     assert dm.active_negatives == miner.mined_files[-1]
     assert not list((tmp_path / "negatives").glob(".*.tmp"))  # no half files left behind
@@ -87,10 +94,13 @@ def test_mining_switches_negatives_mid_fit_to_the_current_models_top_k(tiny_data
         assert overlap >= 14, (record["qid"], overlap)
 
 
-def test_resume_after_mining_keeps_the_negatives_and_does_not_mine_again(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path) -> None:
+def test_resume_after_mining_keeps_the_negatives_and_does_not_mine_again(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     module, dm = _setup(tiny_data_dir, tiny_encoder)
     miner = ANCEMiningCallback(at_fit_start=True, top_k=20)
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1, filename="{step}")
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1,
+                                                     filename="{step}")
     _trainer(tmp_path, [miner, checkpoint], max_steps=4).fit(module, datamodule=dm)
     assert len(miner.mined_files) == 1
 
@@ -108,7 +118,10 @@ def test_offline_mining_through_validate(tiny_data_dir: Path, tiny_encoder: CLIP
     module, dm = _setup(tiny_data_dir, tiny_encoder)
     out = tmp_path / "mined.json"
     miner = ANCEMiningCallback(on_validate=True, top_k=10, output_file=str(out))
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[miner]).validate(module, datamodule=dm, verbose=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[miner],
+                        default_root_dir=str(tmp_path))
+    trainer.validate(module, datamodule=dm, verbose=False)
     lines = out.read_text().splitlines()
     assert len(lines) == 40 and all(len(json.loads(line)["all_negFacts"]) == 10 for line in lines)
     assert set(miner.timings[0]) == {"encode_s", "index_s", "search_s", "write_s"}
+    assert (tmp_path / "eval" / "dev-step0000000" / "metrics.json").is_file()  # under the trainer's root, not the cwd

@@ -52,7 +52,8 @@ def test_unknown_config_key_is_rejected(tiny_data_dir: Path, tmp_path: Path) -> 
 
 def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
     proc = train("fit", "--config", "configs/tiny/clip_dpr_tiny.yaml", "--data.data_dir", str(tmp_path / "missing"),
-                  "--data.generate_mini_webqa", "null", timeout=120)
+                 "--data.generate_mini_webqa", "null", "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.logger.init_args.save_dir", str(tmp_path), timeout=120)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: data directory") and "does not exist" in last

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from datamodules.negatives import STRATEGIES, NegativePool, NegativeStrategy, sample_negatives
-from datamodules.samplers import NegativeRegistry, TrainSampleSampler
+from datamodules.samplers import ContiguousShardSampler, NegativeRegistry, TrainSampleSampler
 from datamodules.webqa_datamodule import WebQADataModule
 from retrieval.errors import InputError
 
@@ -42,7 +42,8 @@ def test_counts_per_modality(name: str, k: int, expected: tuple[int, int]) -> No
 
 def test_random_strategy_draws_from_mixed_list_ignoring_modality() -> None:
     pool = _pool([30], [30])
-    seen = {_modalities(sample_negatives(pool, 0, NegativeStrategy("random", 2), np.random.default_rng(s))) for s in range(200)}
+    strategy = NegativeStrategy("random", 2)
+    seen = {_modalities(sample_negatives(pool, 0, strategy, np.random.default_rng(s))) for s in range(200)}
     assert all(a + b == 4 for a, b in seen)
     assert len(seen) >= 3  # modality split varies
 
@@ -58,7 +59,8 @@ def test_shortfall_is_filled_by_other_modality(n_image: int, n_text: int, expect
 
 def test_pool_too_short_for_k_is_a_clear_error() -> None:
     pool = _pool([1, 5], [1, 5])
-    with pytest.raises(InputError, match=r"k=2 \(balanced\) needs 4 negatives per query but 1 of 2 queries .*'q0'.*lower data.negatives_k"):
+    message = r"k=2 \(balanced\) needs 4 negatives per query but 1 of 2 queries .*'q0'.*lower data.negatives_k"
+    with pytest.raises(InputError, match=message):
         pool.check_can_give(NegativeStrategy("balanced", 2), ["q0", "q1"])
 
 
@@ -68,7 +70,9 @@ def test_unknown_strategy() -> None:
     assert set(STRATEGIES) >= {"none", "balanced", "only_text", "only_image", "text2_image1", "text1_image2", "random"}
 
 
-def _sampler(dm: WebQADataModule, seed: int = 0, world: int = 1, rank: int = 0, composition: str = "random") -> TrainSampleSampler:
+def _sampler(
+    dm: WebQADataModule, seed: int = 0, world: int = 1, rank: int = 0, composition: str = "random"
+) -> TrainSampleSampler:
     is_image = np.asarray([bool(q.image_positives) for q in dm.train_queries])
     return TrainSampleSampler(dm.train_positives, is_image, dm.registry, dm.strategy, batch_size=4,
                               num_replicas=world, rank=rank, seed=seed, composition=composition)
@@ -76,7 +80,8 @@ def _sampler(dm: WebQADataModule, seed: int = 0, world: int = 1, rank: int = 0, 
 
 @pytest.fixture(scope="module")
 def webqa_dm(tiny_data_dir: Path) -> WebQADataModule:
-    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1, num_workers=0)
+    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
+                         num_workers=0)
     dm.setup("fit")
     return dm
 
@@ -159,7 +164,39 @@ def test_negatives_file_in_mined_schema(webqa_dm: WebQADataModule, tmp_path: Pat
 
 
 def test_negatives_file_with_unknown_ids(webqa_dm: WebQADataModule, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"neg.json:1 img_negFacts: 1 doc id\(s\) not in the corpus, first: '99999999999'"):
-        NegativePool.from_file(_mined_file(webqa_dm, tmp_path / "neg.json", bad_id="99999999999"), webqa_dm.train_queries, webqa_dm.corpus)
+    queries, corpus = webqa_dm.train_queries, webqa_dm.corpus
+    message = r"neg.json:1 img_negFacts: 1 doc id\(s\) not in the corpus, first: '99999999999'"
+    with pytest.raises(InputError, match=message):
+        NegativePool.from_file(_mined_file(webqa_dm, tmp_path / "neg.json", bad_id="99999999999"), queries, corpus)
     with pytest.raises(InputError, match=r"1 qid\(s\) not in the training queries, first: 'ghost'"):
-        NegativePool.from_file(_mined_file(webqa_dm, tmp_path / "neg2.json", bad_qid="ghost"), webqa_dm.train_queries, webqa_dm.corpus)
+        NegativePool.from_file(_mined_file(webqa_dm, tmp_path / "neg2.json", bad_qid="ghost"), queries, corpus)
+
+
+@pytest.mark.parametrize("composition", ["random", "balanced"])
+@pytest.mark.parametrize("world,batch_size", [(2, 4), (3, 4), (2, 3), (3, 5)])
+def test_every_rank_gets_the_same_number_of_batches(webqa_dm: WebQADataModule, composition: str, world: int,
+                                                    batch_size: int) -> None:
+    """DDP steps in lockstep: a rank with one batch more would hang the others' gradient all-reduce."""
+    is_image = np.asarray([bool(q.image_positives) for q in webqa_dm.train_queries])
+    n_queries = len(webqa_dm.train_queries)
+    for epoch in range(3):
+        shards = []
+        for rank in range(world):
+            sampler = TrainSampleSampler(webqa_dm.train_positives, is_image, webqa_dm.registry, webqa_dm.strategy,
+                                         batch_size=batch_size, num_replicas=world, rank=rank, composition=composition)
+            sampler.set_epoch(epoch)
+            shard = [s.query for s in sampler]
+            assert len(shard) == len(sampler) == (n_queries // (batch_size * world)) * batch_size, (rank, epoch)
+            shards.append(shard)
+        queries = [q for shard in shards for q in shard]
+        assert len(queries) == len(set(queries))  # the ranks' queries of one epoch are disjoint
+        assert n_queries - len(queries) < batch_size * world  # only the incomplete global batch is dropped
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("length", [0, 1, 5, 10, 98])
+def test_contiguous_shards_cover_every_index_once(length: int, world: int) -> None:
+    shards = [list(ContiguousShardSampler(length, num_replicas=world, rank=rank)) for rank in range(world)]
+    assert [i for shard in shards for i in shard] == list(range(length))  # in rank order, no repeat, no padding
+    assert [len(ContiguousShardSampler(length, world, rank)) for rank in range(world)] == [len(s) for s in shards]
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
