@@ -67,3 +67,15 @@ def test_mine_command_writes_negatives_for_a_checkpoint(tiny_data_dir: Path, tmp
     assert f"mined negatives: {out}" in proc.stdout
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 40 and all(len(r["all_negFacts"]) == 15 for r in records)
+
+
+def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(tiny_data_dir: Path, tmp_path: Path) -> None:
+    # Lightning 2.6 writes ModelCheckpoint(save_last=True)'s last.ckpt only when a new best is saved: with lr 0 the dev
+    # metric never improves after the first validation, so a run resumed from last.ckpt would lose every later step.
+    import torch
+
+    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--model.lr", "0", "--trainer.max_epochs", "2",
+                 "--trainer.check_val_every_n_epoch", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = next(tmp_path.rglob("last.ckpt"))
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 20
