@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.checkpoint_config import report_checkpoint_differences
 from lightning_modules.retriever import UniversalRetriever
-from retrieval.errors import InputError
+from retrieval.errors import InputError, exit_status
 
 
 def resolve_auto_ckpt(default_root_dir: str | Path, log_dirs: Iterable[str | Path] = ()) -> str | None:
@@ -80,23 +80,23 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:
     )
 
 
-def main(argv: list[str]) -> int:
-    """Dispatch ``demo`` and ``mine`` to their modules; everything else to the Lightning CLI."""
-    try:
-        if argv[:1] == ["demo"]:
-            from demo import run_demo_cli
+def _dispatch(argv: list[str]) -> int | None:
+    """``demo`` and ``mine`` to their modules; everything else to the Lightning CLI."""
+    if argv[:1] == ["demo"]:
+        from demo import run_demo_cli
 
-            return run_demo_cli(argv[1:])
-        if argv[:1] == ["mine"]:
-            from callbacks.ance_mining import mine_cli
+        return run_demo_cli(argv[1:])
+    if argv[:1] == ["mine"]:
+        from callbacks.ance_mining import mine_cli
 
-            return mine_cli(argv[1:], cli_main)
-        cli_main(None if argv == sys.argv[1:] else argv)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return mine_cli(argv[1:], cli_main)
+    cli_main(None if argv == sys.argv[1:] else argv)
     return 0
 
+
+def main(argv: list[str]) -> int:
+    """Run the command in ``argv``; bad input ends as one ``error: ...`` line and exit status 2."""
+    return exit_status(lambda: _dispatch(argv))
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from retrieval.errors import InputError
+from retrieval.atomic import atomic_write
+from retrieval.errors import InputError, exit_status
 
 METRIC = "val/MRR@10"
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform")
@@ -160,28 +161,28 @@ def markdown_table(rows: list[dict[str, Any]], metric: str = METRIC) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    """``count SWEEP``, ``trial SWEEP INDEX`` or ``summarize DIR``; bad input is one line on stderr, exit 2."""
+def _command(argv: list[str]) -> int:
     usage = "usage: python -m retrieval.sweeps {count SWEEP.yaml | trial SWEEP.yaml INDEX | summarize DIR}"
-    try:
-        if len(argv) == 2 and argv[0] == "count":
-            print(trial_count(load_sweep(argv[1])))
-        elif len(argv) == 3 and argv[0] == "trial":
-            if not argv[2].isdigit():
-                raise InputError(f"trial index {argv[2]!r} is not a non-negative integer")
-            print("\n".join(as_overrides(trial_parameters(load_sweep(argv[1]), int(argv[2])))))
-        elif len(argv) == 2 and argv[0] == "summarize":
-            rows = summarize(argv[1])
-            (Path(argv[1]) / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
-            print(markdown_table(rows))
-        else:
-            print(usage, file=sys.stderr)
-            return 2
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "count":
+        print(trial_count(load_sweep(argv[1])))
+    elif len(argv) == 3 and argv[0] == "trial":
+        if not argv[2].isdigit():
+            raise InputError(f"trial index {argv[2]!r} is not a non-negative integer")
+        print("\n".join(as_overrides(trial_parameters(load_sweep(argv[1]), int(argv[2])))))
+    elif len(argv) == 2 and argv[0] == "summarize":
+        rows = summarize(argv[1])
+        with atomic_write(Path(argv[1]) / "summary.json") as handle:
+            handle.write(json.dumps(rows, indent=1) + "\n")
+        print(markdown_table(rows))
+    else:
+        print(usage, file=sys.stderr)
         return 2
     return 0
 
+
+def main(argv: list[str]) -> int:
+    """``count SWEEP``, ``trial SWEEP INDEX`` or ``summarize DIR``; bad input is one line on stderr, exit 2."""
+    return exit_status(lambda: _command(argv))
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

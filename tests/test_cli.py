@@ -79,3 +79,13 @@ def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(tiny_data_d
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = next(tmp_path.rglob("last.ckpt"))
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 20
+
+
+def test_last_checkpoint_is_written_at_the_end_of_a_fit_without_validation(tiny_data_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--trainer.max_epochs", "1",
+                 "--trainer.limit_val_batches", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (last,) = tmp_path.rglob("last*.ckpt")
+    assert last.name == "last.ckpt" and torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 10
