@@ -128,6 +128,16 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         assert not [pid for pid in map(int, pids) if _ours(pid, cluster)]
 
 
+def _release(env: dict[str, str], job: str, *updates: str) -> None:
+    """Start a requeued job now instead of after SLURM's hold of about 2 minutes.
+
+    slurmd revokes a job's credential when the job ends; a relaunch within the same second is refused ("Job N
+    already killed, do not launch batch job") and the job fails, so wait a few seconds first.
+    """
+    time.sleep(3)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", *updates], env=env, check=True)
+
+
 def _submit(env: dict[str, str], *args: str) -> str:
     """``configs/slurm/submit.sh ARGS`` from the repository root; the job id."""
     proc = subprocess.run(["bash", "configs/slurm/submit.sh", "--parsable", *args], cwd=ROOT, env=env,
@@ -194,7 +204,7 @@ def test_train_sbatch_is_requeued_once_and_resumes_exactly(slurm: dict[str, str]
                    *_fit_args(tiny_data_dir, straight, *final))
     _wait(slurm, job, lambda j: j[0]["Restarts"] == "1" and j[0]["JobState"] == "PENDING", 240, "the requeue")
     # SLURM holds a requeued job for 2 minutes (BeginTime); release it now, with a time limit its rest fits in.
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=30"], env=slurm, check=True)
+    _release(slurm, job, "TimeLimit=30")
     (done,) = _wait(slurm, job, lambda j: j[0]["JobState"] == "COMPLETED", 300, "the end of the requeued run")
     (twin_done,) = _wait(slurm, twin, lambda j: j[0]["JobState"] == "COMPLETED", 300, "the end of the straight run")
     assert (done["Restarts"], done["ExitCode"], twin_done["Restarts"]) == ("1", "0:0", "0")
@@ -278,7 +288,7 @@ def test_wandb_trial_requeued_resumes_the_same_trial_and_run(slurm: dict[str, st
     _wait(env, job, lambda j: j[0]["JobState"] == "COMPLETED", 240, "the end of the trial")
     subprocess.run(["scontrol", "requeue", f"{job}_0"], env=env, check=True)  # as SIGUSR1 would
     _wait(env, job, lambda j: j[0]["Restarts"] == "1" and j[0]["JobState"] == "PENDING", 60, "the requeue")
-    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], env=env, check=True)
+    _release(env, f"{job}_0")
     _wait(env, job, lambda j: j[0]["Restarts"] == "1" and j[0]["JobState"] == "COMPLETED", 240, "the second run")
 
     trial = tmp_path / "sweep" / "trial-000"
