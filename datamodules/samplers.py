@@ -42,6 +42,11 @@ class NegativeRegistry:
             self.version += 1
             return self.version
 
+    def restore(self, version: int) -> None:
+        """Continue a resumed run at ``version`` (draws are seeded by it)."""
+        with self._lock:
+            self.version = version
+
     def current(self) -> tuple[int, NegativePool]:
         with self._lock:
             return self.version, self.pool

@@ -287,4 +287,4 @@ class WebQADataModule(L.LightningDataModule):
         if self.registry is not None:
             if self._restored_negatives != self.registry.source:
                 self.registry.activate(self.load_negatives(self._restored_negatives), self._restored_negatives)
-            self.registry.version = self._restored_version
+            self.registry.restore(self._restored_version)

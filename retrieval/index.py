@@ -402,7 +402,7 @@ def exact_search(docs: Array, queries: Array, k: int,
     if exact_search_backend(target) == "torch":
         options = GPU_SEARCH if target.type == "cuda" else {}
         return brute_force_search(docs, queries, k, device=target, **options)
-    index = DenseIndex(as_float32_matrix(queries, "queries").shape[1])
+    index = DenseIndex(int(docs.shape[1]))
     index.reserve(len(docs))
     index.add(docs)
     return index.search(queries, k)
