@@ -15,7 +15,7 @@ all limits are clamped to ``--deadline`` so that one hung step cannot eat the ot
 * ``fit-ddp``: ``train.py fit`` on mini-WebQA with the tiny recipe, one GPU under NCCL DDP (world size 1) in
   bf16-mixed, 2 epochs with 2 in-loop ANCE refreshes and 2 validations, then ``train.py test`` on ``last.ckpt``;
 * ``wandb-test``: the W&B logger test alone, with wandb's wheels (kept off the path of everything else);
-* ``tests``: the test suite (``pytest -x``, the W&B test deselected), with whatever time is left;
+* ``tests``: the test files about devices, collectives, search and precision (``GPU_RELEVANT_TESTS``);
 * ``repo-clean``: no run output (checkpoints, logs, metrics, mined files) was written inside the checkout.
 
 The timing benchmarks run first, alone on the machine; then the suite runs while the fit, the test run and the
@@ -47,6 +47,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 WANDB_TEST = "tests/test_retriever.py::test_wandb_logger_runs_offline_without_api_key"
 DRY_RUN_TESTS = "tests/test_optim.py"
+#: The test files about devices, collectives, search and precision. The whole suite does not fit the GPU budget:
+#: on the H100 machine its CLI subprocess tests took 22-28 s each (10-13 s on the 2-core CPU machine), and the
+#: first run stopped after 18 tests; CI runs the whole suite on the CPU.
+GPU_RELEVANT_TESTS = ("tests/test_collectives.py", "tests/test_distributed_eval.py", "tests/test_index.py",
+                      "tests/test_loss.py", "tests/test_temperature.py", "tests/test_partial_evaluation.py")
 #: Modules the package and its tests import; the first group is carried as wheels (bench/fetch_gpu_wheels.sh).
 CARRIED = ("open_clip", "ftfy", "wcwidth", "jsonargparse", "docstring_parser", "typeshed_client", "omegaconf", "faiss",
            "pytrec_eval", "ir_measures")
@@ -481,7 +486,7 @@ def run_checks(args: argparse.Namespace, runner: Runner, work: Path) -> None:
 
     thread = threading.Thread(target=beside)
     thread.start()
-    suite = [DRY_RUN_TESTS] if args.dry_run else ["-x", "--durations", "20", "--deselect", WANDB_TEST]
+    suite = [DRY_RUN_TESTS] if args.dry_run else ["--durations", "20", *GPU_RELEVANT_TESTS]
     check_pytest(runner, "tests", ["--basetemp", str(work / "pytest"), *suite], runner.remaining() - INTERRUPT_GRACE)
     thread.join()
     check_repo_clean(runner, started)

@@ -24,7 +24,8 @@ for arg in "$@"; do
   esac
 done
 if [ "$DRY" = 1 ]; then BUDGET=${GPU_CHECK_BUDGET:-300}; else BUDGET=${GPU_CHECK_BUDGET:-480}; fi
-if [ -n "${OUT:-}" ]; then LOGS=$OUT/gpu_check; else LOGS=$(mktemp -d /tmp/gpu_check_logs.XXXXXX); fi
+# The device tool returns at most 8 files from $OUT: the logs are written elsewhere and packed into one archive.
+LOGS=$(mktemp -d /tmp/gpu_check_logs.XXXXXX)
 mkdir -p "$LOGS"
 SITE=/tmp/site
 WANDB_SITE=/tmp/site-wandb
@@ -88,5 +89,8 @@ if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
   echo "FAIL gpu_check: the whole run was stopped at its ${BUDGET} s budget (exit status $rc)"
 fi
 [ $rc -eq 0 ] && [ $INSTALL_FAILED = 1 ] && rc=1  # the SUMMARY line counts gpu_check.py's checks only
+if [ -n "${OUT:-}" ]; then
+  tar -czf "$OUT/gpu_check_logs.tar.gz" -C "$LOGS" . && echo "logs packed into \$OUT/gpu_check_logs.tar.gz"
+fi
 echo "gpu_check.sh: done in $(($(date +%s) - START)) s, exit status $rc"
 exit $rc
