@@ -1,6 +1,9 @@
-"""Callbacks: in-loop ANCE hard-negative refresh, the embedding writer of predict runs, an always-current last.ckpt."""
+"""Callbacks: in-loop ANCE refresh, evaluation files, the run manifest, embeddings of predict runs, last.ckpt."""
+
 from callbacks.ance_mining import ANCEMiningCallback
 from callbacks.embedding_writer import EmbeddingWriter
+from callbacks.evaluation_writer import EvaluationWriter
 from callbacks.last_checkpoint import LastCheckpoint
+from callbacks.run_manifest import RunManifest
 
-__all__ = ["ANCEMiningCallback", "EmbeddingWriter", "LastCheckpoint"]
+__all__ = ["ANCEMiningCallback", "EmbeddingWriter", "EvaluationWriter", "LastCheckpoint", "RunManifest"]

@@ -9,24 +9,25 @@ the same file (on multi-node runs the run directory must be on a shared file sys
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Iterable
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from tqdm.auto import tqdm
 
+from callbacks.run_directory import run_directory
 from datamodules.negatives import write_negatives_file
 from lightning_modules.corpus_search import EncodedShard, gather_queries, search_shards
 
 log = logging.getLogger(__name__)
 
 
-def encode_loader(trainer: L.Trainer, module: L.LightningModule, loader, desc: str) -> EncodedShard:
+def encode_loader(trainer: L.Trainer, module: L.LightningModule, loader: Iterable, desc: str) -> EncodedShard:
     """Encode every batch of ``loader`` on this rank with the module's ``embed_batch``."""
     parts = []
     bar = tqdm(loader, desc=desc, disable=not trainer.is_global_zero or not trainer.progress_bar_callback, leave=False)
@@ -36,28 +37,29 @@ def encode_loader(trainer: L.Trainer, module: L.LightningModule, loader, desc: s
     return EncodedShard.concat(parts, module.encoder.embedding_dim)
 
 
-def mine_negatives(trainer: L.Trainer, module: L.LightningModule, path: Path, top_k: int = 100, index_factory: str = "Flat") -> dict[str, float]:
+def mine_negatives(trainer: L.Trainer, module: L.LightningModule, path: Path, top_k: int = 100) -> dict[str, float]:
     """Mine top-``top_k`` negatives of the training queries with the current weights into ``path``.
 
-    Every rank must call it. Returns the seconds spent encoding, building the index, searching and writing.
+    Reads what it needs through the datamodule's ``mining_data()`` and searches with the module's ``index``
+    configuration. Every rank must call it. Returns the seconds spent encoding, building the index, searching and
+    writing.
     """
-    dm = trainer.datamodule
-    dm.setup_train()
+    data = trainer.datamodule.mining_data()
     was_training = module.training
     module.eval()
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    docs = encode_loader(trainer, module, dm.corpus_dataloader(persistent=False), "mining: corpus")  # a loader per refresh
-    shard = encode_loader(trainer, module, dm.query_dataloader([q.text for q in dm.train_queries]), "mining: queries")
+    docs = encode_loader(trainer, module, data.corpus_loader, "mining: corpus")
+    shard = encode_loader(trainer, module, data.query_loader, "mining: queries")
     rows, queries = gather_queries(shard)
-    if len(rows) != len(dm.train_queries):  # the mined file must list every training query, in order
-        raise RuntimeError(f"mining encoded {len(rows)} of {len(dm.train_queries)} training queries")
+    if len(rows) != len(data.queries):  # the mined file must list every training query, in order
+        raise RuntimeError(f"mining encoded {len(rows)} of {len(data.queries)} training queries")
     timings["encode_s"] = time.perf_counter() - start
-    depth = top_k + max(len(p) for p in dm.train_positives)  # room for the positives we drop
-    _, ranked = search_shards(queries, docs, depth, factory=index_factory, device=module.device, timings=timings)
+    depth = top_k + max(len(p) for p in data.positives)  # room for the positives we drop
+    _, ranked = search_shards(queries, docs, depth, index=module.index, device=module.device, timings=timings)
     start = time.perf_counter()
     if trainer.is_global_zero:
-        write_negatives_file(path, dm.train_queries, ranked.tolist(), dm.corpus, depth=top_k)
+        write_negatives_file(path, data.queries, ranked.tolist(), data.corpus, depth=top_k)
     trainer.strategy.barrier("mined negatives written")
     timings["write_s"] = time.perf_counter() - start
     module.train(was_training)
@@ -81,9 +83,11 @@ class ANCEMiningCallback(Callback):
         at_fit_start: mine before the first step (skipped when resuming a run that already mined).
         on_validate: mine at the start of a ``validate`` run (the offline stage-2 path).
         top_k: depth of the mined lists (the paper: 100).
-        index_factory: FAISS index factory for the search (``Flat`` = exact).
         output_dir: where files go; default ``<run dir>/negatives``.
         output_file: one fixed file instead (offline mining: ``train.py mine --out``).
+
+    The search uses the module's ``index`` configuration (``model.index``), the same as evaluation. Every refresh is
+    recorded as a ``(step, path)`` pair in :attr:`mined` (saved in checkpoints and listed in ``run.json``).
     """
 
     def __init__(
@@ -93,7 +97,6 @@ class ANCEMiningCallback(Callback):
         at_fit_start: bool = False,
         on_validate: bool = False,
         top_k: int = 100,
-        index_factory: str = "Flat",
         output_dir: str | None = None,
         output_file: str | None = None,
     ) -> None:
@@ -105,26 +108,31 @@ class ANCEMiningCallback(Callback):
         self.at_fit_start = at_fit_start
         self.on_validate = on_validate
         self.top_k = top_k
-        self.index_factory = index_factory
         self.output_dir = output_dir
         self.output_file = output_file
         self.last_mined_step: int | None = None
-        self.mined_files: list[str] = []
+        self.mined: list[tuple[int, str]] = []
         self.timings: list[dict[str, float]] = []
 
     def _path(self, trainer: L.Trainer, module: L.LightningModule) -> Path:
         if self.output_file:
             return Path(self.output_file)
-        base = Path(self.output_dir) if self.output_dir else module.run_dir() / "negatives"
-        return base / f"train-negatives-step{trainer.global_step:07d}.json"
+        base = Path(self.output_dir) if self.output_dir else run_directory(trainer) / "negatives"
+        return base / f"train-negatives-step{self._step(trainer, module):07d}.json"
+
+    @staticmethod
+    def _step(trainer: L.Trainer, module: L.LightningModule) -> int:
+        """The step of the weights mined with: the fit's, or the restored checkpoint's outside ``fit``."""
+        step = getattr(module, "evaluation_step", None)
+        return int(step()) if callable(step) else trainer.global_step
 
     def refresh(self, trainer: L.Trainer, module: L.LightningModule) -> Path:
         """Mine with the current weights and switch the datamodule to the new negatives."""
         path = Path(trainer.strategy.broadcast(str(self._path(trainer, module)), src=0))
-        timings = mine_negatives(trainer, module, path, self.top_k, self.index_factory)
+        timings = mine_negatives(trainer, module, path, self.top_k)
         version = trainer.datamodule.activate_negatives(path)
         self.last_mined_step = trainer.global_step
-        self.mined_files.append(str(path))
+        self.mined.append((self._step(trainer, module), str(path)))
         self.timings.append(timings)
         if trainer.is_global_zero:
             log.info("mined negatives at step %d -> %s (version %d; %s)", trainer.global_step, path, version, {k: round(v, 2) for k, v in timings.items()})
@@ -149,25 +157,14 @@ class ANCEMiningCallback(Callback):
         if self.on_validate and trainer.state.fn == "validate":
             self.refresh(trainer, pl_module)
 
+    @property
+    def mined_files(self) -> list[str]:
+        """The mined files, oldest first."""
+        return [path for _, path in self.mined]
+
     def state_dict(self) -> dict[str, Any]:
-        return {"last_mined_step": self.last_mined_step, "mined_files": list(self.mined_files)}
+        return {"last_mined_step": self.last_mined_step, "mined": [list(pair) for pair in self.mined]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_mined_step = state_dict.get("last_mined_step")
-        self.mined_files = list(state_dict.get("mined_files", []))
-
-
-def mine_cli(argv: list[str], cli_main: Callable) -> int:
-    """``python train.py mine --config C --ckpt_path X [--out FILE] [--top_k 100]``: mine once, offline."""
-    parser = argparse.ArgumentParser(prog="train.py mine", description="Mine hard negatives for the training queries with a checkpoint.")
-    parser.add_argument("--out", default=None, help="negatives file to write (default: <run dir>/negatives/...)")
-    parser.add_argument("--top_k", type=int, default=100)
-    parser.add_argument("--ckpt_path", default=None, help="checkpoint to mine with (default: the config's weights)")
-    own, rest = parser.parse_known_args(argv)
-    cli = cli_main(rest, run=False)
-    callback = ANCEMiningCallback(on_validate=True, top_k=own.top_k, output_file=own.out)
-    cli.trainer.callbacks.append(callback)
-    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=own.ckpt_path)
-    if cli.trainer.is_global_zero:
-        print(f"mined negatives: {callback.mined_files[-1]}")
-    return 0
+        self.mined = [(int(step), str(path)) for step, path in state_dict.get("mined", [])]

@@ -48,6 +48,33 @@ class EvalSplit:
     def texts(self) -> list[str]:
         return [q.text for q in self.queries]
 
+    @property
+    def ids(self) -> list[str]:
+        return [q.qid for q in self.queries]
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """What scoring an evaluation needs besides the vectors: the split's qrels and the corpus' ids and modalities."""
+
+    split: str
+    query_ids: list[str]
+    qrels: dict[str, dict[str, int]]
+    doc_ids: list[str]
+    doc_is_image: np.ndarray
+
+
+@dataclass(frozen=True)
+class MiningData:
+    """What a hard-negative refresh needs: loaders over the training queries and this rank's corpus shard, the
+    training queries in order, their positives (corpus indices) and the corpus."""
+
+    query_loader: DataLoader
+    corpus_loader: DataLoader
+    queries: list[Query]
+    positives: list[np.ndarray]
+    corpus: Corpus
+
 
 class WebQADataModule(L.LightningDataModule):
     """Reads a data directory in the UniVL-DR release layout.
@@ -65,6 +92,8 @@ class WebQADataModule(L.LightningDataModule):
         eval_batch_size: queries or docs per encoding batch.
         num_workers: DataLoader workers (images are decoded there).
         seed: seeds shuffling and negative draws.
+        processor: the encoder's tokenizer and image transform (the CLI links ``model.encoder.processor`` here;
+            without the CLI, pass it or call :meth:`set_processor`).
         skip_bad_images: encode an undecodable image's caption only and count it, instead of failing.
         generate_mini_webqa: ``tiny`` or ``small``: if ``data_dir`` holds no ``train.json``, write a
             synthetic mini-WebQA there first (``datamodules.mini_webqa``), so recipes run out of the box.
@@ -86,12 +115,13 @@ class WebQADataModule(L.LightningDataModule):
         skip_bad_images: bool = False,
         generate_mini_webqa: str | None = None,
         generate_seed: int = 0,
+        processor: Any = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["processor"])
         self.data_dir = Path(data_dir)
         self.strategy = NegativeStrategy(negative_strategy, negatives_k)
-        self.processor: Any = None
+        self.processor: Any = processor
         self.corpus: Corpus | None = None
         self.images: ImageStore | None = None
         self.train_queries: list[Query] = []
@@ -104,7 +134,7 @@ class WebQADataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def set_processor(self, processor: Any) -> None:
-        """Give the datamodule the encoder's tokenizer and image transform (the module does this in setup)."""
+        """Give the datamodule the encoder's tokenizer and image transform (the CLI links it at instantiation)."""
         self.processor = processor
 
     def prepare_data(self) -> None:
@@ -182,6 +212,27 @@ class WebQADataModule(L.LightningDataModule):
     def active_negatives(self) -> str | None:
         return self.registry.source if self.registry else self._restored_negatives
 
+    def evaluation_data(self, split: str) -> EvaluationData:
+        """The read method of evaluation: qrels of ``split`` (``dev``/``test``) and the corpus' ids and modalities."""
+        queries = self.eval_split(split)
+        return EvaluationData(split, queries.ids, queries.qrels, self.corpus.doc_ids, self.corpus.is_image)
+
+    def mining_data(self) -> MiningData:
+        """The read method of a hard-negative refresh (the training queries are loaded if they were not)."""
+        self.setup_train()
+        return MiningData(
+            query_loader=self.query_dataloader(self.train_queries),
+            corpus_loader=self.corpus_dataloader(persistent=False),  # a loader per refresh
+            queries=self.train_queries,
+            positives=self.train_positives,
+            corpus=self.corpus,
+        )
+
+    def hard_negatives_per_query(self) -> int:
+        """Hard negatives each training query gets from the active negatives (0 without a negatives file)."""
+        source = self.active_negatives if self.registry is not None else self.hparams.negatives_file
+        return self.strategy.total if source is not None else 0
+
     def eval_split(self, name: str) -> EvalSplit:
         """Queries and qrels of ``dev`` or ``test`` (loaded once, checked against the corpus)."""
         if name not in self.splits:
@@ -197,7 +248,8 @@ class WebQADataModule(L.LightningDataModule):
     # ------------------------------------------------------------ dataloaders
     def _require_processor(self) -> Any:
         if self.processor is None:
-            raise RuntimeError("WebQADataModule has no processor: call set_processor(encoder.processor) first (the LightningModule does this in setup)")
+            raise RuntimeError("WebQADataModule has no processor: pass processor=encoder.processor or call "
+                               "set_processor(encoder.processor) (the CLI links model.encoder.processor to it)")
         return self.processor
 
     def _world(self) -> tuple[int, int]:
@@ -236,14 +288,16 @@ class WebQADataModule(L.LightningDataModule):
         sampler = self.train_sampler()
         sampler.skip_batches, self._skip_batches = self._skip_batches, 0
         docs = DocumentLoader(self.corpus, self.images, self._require_processor())
-        collate = TrainCollator(docs, [q.text for q in self.train_queries], self.train_positives)
+        queries = QueryCollator(self.processor, [q.text for q in self.train_queries], [q.qid for q in self.train_queries])
+        collate = TrainCollator(docs, queries, self.train_positives)
         return self._loader(sampler, collate, len(self.train_queries), train=True)
 
-    def query_dataloader(self, texts: list[str]) -> DataLoader:
-        """This rank's shard of ``texts`` in encoding batches."""
+    def query_dataloader(self, queries: list[Query]) -> DataLoader:
+        """This rank's shard of ``queries`` in encoding batches."""
         world, rank = self._world()
-        sampler = ContiguousShardSampler(len(texts), world, rank)
-        return self._loader(sampler, QueryCollator(self._require_processor(), texts), len(texts), persistent=False)
+        sampler = ContiguousShardSampler(len(queries), world, rank)
+        collate = QueryCollator(self._require_processor(), [q.text for q in queries], [q.qid for q in queries])
+        return self._loader(sampler, collate, len(queries), persistent=False)
 
     def corpus_dataloader(self, persistent: bool = True) -> DataLoader:
         """This rank's shard of the whole mixed corpus in encoding batches (``persistent``: keep its workers alive)."""
@@ -253,10 +307,10 @@ class WebQADataModule(L.LightningDataModule):
         return self._loader(sampler, CorpusCollator(docs), len(self.corpus), persistent=persistent)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self.query_dataloader(self.eval_split("dev").texts), self.corpus_dataloader()]
+        return [self.query_dataloader(self.eval_split("dev").queries), self.corpus_dataloader()]
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self.query_dataloader(self.eval_split("test").texts), self.corpus_dataloader()]
+        return [self.query_dataloader(self.eval_split("test").queries), self.corpus_dataloader()]
 
     def predict_dataloader(self) -> DataLoader:
         return self.corpus_dataloader()

@@ -25,6 +25,8 @@ def qualified_name(cls: type) -> str:
 
 
 def _comparable(value: Any) -> Any:
+    if hasattr(value, "as_dict"):  # a group of settings in the configuration (jsonargparse Namespace)
+        value = value.as_dict()
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
@@ -34,8 +36,8 @@ def hyperparameter_differences(saved: Mapping[str, Any], model_config: Mapping[s
     for key, old in saved.items():
         if key.startswith("_") or key not in model_config:
             continue
-        new = model_config[key]
-        if _comparable(new) != _comparable(old):
+        new, old = _comparable(model_config[key]), _comparable(old)
+        if new != old:
             differences.append(f"{key} (checkpoint {old!r}, now {new!r})")
     return differences
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lightning_modules.distributed import gather_no_grad, gather_sizes, is_distributed
-from retrieval.index import DenseIndex, exact_search, merge_topk
+from retrieval.index import DenseIndex, IndexConfig, exact_search, merge_topk
 
 
 @dataclass
@@ -47,15 +47,15 @@ def search_shards(
     docs: EncodedShard,
     k: int,
     keep: np.ndarray | None = None,
-    factory: str = "Flat",
+    index: IndexConfig = IndexConfig(),
     device: torch.device | str | None = None,
     timings: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` global doc indices for every query over all ranks' shards (docs restricted by ``keep``).
 
     ``keep`` is a boolean mask over the corpus (e.g. text docs only); None keeps all. Each rank searches
-    its shard on ``device``, its own (``trainer.strategy.root_device``): exact search (``"Flat"``) with
-    :func:`retrieval.index.exact_search` (torch on a GPU, FAISS on the CPU), other factories with a FAISS
+    its shard on ``device``, its own (``trainer.strategy.root_device``): exact search (``index.factory`` ``"Flat"``)
+    with :func:`retrieval.index.exact_search` (torch on a GPU, FAISS on the CPU), other factories with a FAISS
     index on that one device.
     Returns ``(scores [Q,k] float32, doc indices [Q,k] int64)``, -1 where fewer than k docs exist.
     ``timings`` (optional) receives the seconds spent building the index and searching it.
@@ -66,15 +66,15 @@ def search_shards(
         mask = torch.from_numpy(keep[indices.numpy()])
         indices, vectors = indices[mask], vectors[mask]
     start = time.perf_counter()
-    if factory == "Flat":
+    if index.factory == "Flat":
         timings["index_s"] = 0.0
         scores, local = exact_search(vectors, queries, k, device=device)
     else:
-        index = DenseIndex(queries.shape[1], factory=factory, device=device)
-        index.add(vectors)
+        dense = DenseIndex(queries.shape[1], factory=index.factory, device=device, nprobe=index.nprobe)
+        dense.add(vectors)
         timings["index_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        scores, local = index.search(queries, k)  # -1 / -inf where the shard has fewer than k docs
+        scores, local = dense.search(queries, k)  # -1 / -inf where the shard has fewer than k docs
     timings["search_s"] = time.perf_counter() - start
     global_ids = np.full_like(local, -1)
     found = local >= 0

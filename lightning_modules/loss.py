@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.distributed import gather_no_grad, gather_with_grad, rank_offset
+from retrieval.errors import InputError
 
 
 @dataclass
@@ -37,6 +38,9 @@ class ContrastiveLossOutput:
 
     The diagnostic terms are detached. ``image_negatives`` / ``text_negatives`` average the
     per-query logsumexp over the queries with at least one negative of that modality (0 if none).
+    ``scores``, ``target`` and ``target_is_image`` (detached, for in-batch metrics) are the masked logits
+    [B, N] (fp32, or fp64 if the embeddings are; -inf where a column is no candidate of the query), each
+    query's global target column [B] long, and whether its sampled positive is an image [B] bool.
     """
 
     loss: Tensor
@@ -44,6 +48,9 @@ class ContrastiveLossOutput:
     image_negatives: Tensor
     text_negatives: Tensor
     candidates_per_query: Tensor
+    scores: Tensor
+    target: Tensor
+    target_is_image: Tensor
 
 
 @dataclass
@@ -117,6 +124,20 @@ class ContrastiveRetrievalLoss(nn.Module):
         self.hard_negatives = hard_negatives
         self.cross_device = cross_device
         self.share_hard_negatives = share_hard_negatives
+
+    def check_has_negatives(self, batch_size: int, world_size: int, hard_per_query: int, mines_at_start: bool,
+                            negatives: str = "") -> None:
+        """InputError when batches of ``batch_size`` queries per rank with ``hard_per_query`` hard negatives each
+        (0 without a negatives file) would give no query a single negative under this loss."""
+        batch = batch_size * (world_size if self.cross_device else 1)
+        has_in_batch = self.in_batch and batch > 1
+        has_hard = (self.hard_negatives or self.share_hard_negatives) and (hard_per_query > 0 or mines_at_start)
+        if not (has_in_batch or has_hard):
+            raise InputError(
+                f"no negatives: loss(in_batch={self.in_batch}, hard_negatives={self.hard_negatives}) with batch {batch} "
+                f"and {hard_per_query} hard negatives per query ({negatives}); raise data.batch_size, enable "
+                "model.loss.init_args.in_batch, or give data.negatives_file with a strategy other than none"
+            )
 
     def extra_repr(self) -> str:
         return (
@@ -215,4 +236,7 @@ class ContrastiveRetrievalLoss(nn.Module):
             image_negatives=_mean_logsumexp(scores, negatives & global_docs.is_image),
             text_negatives=_mean_logsumexp(scores, negatives & ~global_docs.is_image),
             candidates_per_query=negatives.sum(dim=1).float().mean(),
+            scores=scores,
+            target=target,
+            target_is_image=global_docs.is_image[target],
         )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning as L
@@ -11,18 +11,40 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 import torch
 from torch import nn
 
+from datamodules.batches import DocBatch, QueryBatch, TrainBatch
 from lightning_modules.checkpoint_config import ARCHITECTURE_KEY
 from lightning_modules.corpus_search import EncodedShard, count_rows, gather_queries, search_shards
 from lightning_modules.encoders.base import RetrievalEncoder
+from lightning_modules.in_batch_metrics import InBatchRetrievalMetrics
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
-from retrieval.errors import InputError
-from retrieval.index import check_index_factory
-from retrieval.report import evaluate_and_write
+from retrieval.index import IndexConfig
+from retrieval.report import SearchResult, evaluate_runs, score_runs
 
 log = logging.getLogger(__name__)
 
-QUERIES, CORPUS = 0, 1  # dataloader indices of the evaluation loaders
+
+@dataclass
+class Evaluation:
+    """One finished evaluation: the split, the step it is labelled with, the metrics (every rank) and, on rank 0,
+    the scored runs (``all``, and ``text``/``image`` with ``eval_subsets``) for the evaluation writer callback."""
+
+    split: str
+    step: int
+    metrics: dict[str, float]
+    runs: dict[str, dict[str, list[tuple[str, float]]]] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{self.split}-step{self.step}"
+
+
+@dataclass
+class _EvalParts:
+    """Vectors collected during an evaluation epoch, by batch type."""
+
+    queries: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    docs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 class UniversalRetriever(L.LightningModule):
@@ -38,7 +60,10 @@ class UniversalRetriever(L.LightningModule):
         warmup_steps: linear warmup before the cosine decay; ``schedule='constant'`` keeps lr flat after it.
         eval_top_k: depth of the evaluation search (100 for Recall@100).
         eval_subsets: also search text-only and image-only corpora (paper Table 2 views).
-        index_factory: FAISS index factory for evaluation search (``Flat`` = exact).
+        index: how the corpus is searched, in evaluation and by the mining callback (``Flat`` = exact).
+
+    Evaluation reads its qrels and corpus ids through the datamodule's one read method ``evaluation_data(split)``;
+    the callback ``callbacks.EvaluationWriter`` writes ``run.trec`` and ``metrics.json`` from :attr:`last_evaluation`.
     """
 
     def __init__(
@@ -57,7 +82,7 @@ class UniversalRetriever(L.LightningModule):
         min_lr_ratio: float = 0.0,
         eval_top_k: int = 100,
         eval_subsets: bool = True,
-        index_factory: str = "Flat",
+        index: IndexConfig = IndexConfig(),
     ) -> None:
         super().__init__()
         if schedule not in ("cosine", "constant"):
@@ -67,8 +92,11 @@ class UniversalRetriever(L.LightningModule):
         if learnable_temperature and 1.0 / temperature > max_logit_scale * (1 + 1e-6):
             raise ValueError(f"temperature {temperature} is below 1/max_logit_scale = {1.0 / max_logit_scale}; "
                              "raise model.temperature or model.max_logit_scale")
-        check_index_factory(index_factory, encoder.embedding_dim)  # reject a bad factory now, not at the first evaluation
-        self.save_hyperparameters(ignore=["encoder", "loss"])
+        index.check(encoder.embedding_dim)  # reject a bad factory now, not at the first evaluation
+        self.save_hyperparameters(ignore=["encoder", "loss", "index"])
+        self.hparams["index"] = asdict(index)
+        self.index = index
+        self.in_batch_metrics = InBatchRetrievalMetrics(prefix="train/")
         self.encoder = encoder
         self.loss = loss if loss is not None else ContrastiveRetrievalLoss()
         log_scale = torch.tensor(math.log(1.0 / temperature))
@@ -76,7 +104,9 @@ class UniversalRetriever(L.LightningModule):
             self.log_logit_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer("log_logit_scale", log_scale)
-        self._eval_parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {QUERIES: [], CORPUS: []}
+        self._eval_parts = _EvalParts()
+        self._checkpoint_step = 0  # global step of the checkpoint an evaluation outside fit was restored from
+        self.last_evaluation: Evaluation | None = None
 
     # ----------------------------------------------------------------- encoding
     def logit_scale(self) -> torch.Tensor:
@@ -94,43 +124,41 @@ class UniversalRetriever(L.LightningModule):
             with torch.no_grad():
                 self.log_logit_scale.clamp_(0.0, math.log(self.hparams.max_logit_scale))
 
-    def encode_docs(self, docs: dict[str, Any]) -> torch.Tensor:
-        """Vectors of a doc batch (see ``datamodules.batching``) in the order of ``docs['ids']``."""
-        is_image = docs["is_image"]
+    def encode_docs(self, docs: DocBatch) -> torch.Tensor:
+        """Vectors of a doc batch in its order (``docs.index``)."""
+        is_image = docs.is_image
         parts, positions = [], []
-        if docs["text_tokens"] is not None:
-            parts.append(self.encoder.encode_texts(docs["text_tokens"]))
+        if docs.text_tokens is not None:
+            parts.append(self.encoder.encode_texts(docs.text_tokens))
             positions.append(torch.nonzero(~is_image).squeeze(1))
-        if docs["caption_tokens"] is not None:
-            parts.append(self.encoder.encode_images(docs["image_pixels"], docs["caption_tokens"], docs["image_valid"]))
+        if docs.caption_tokens is not None:
+            parts.append(self.encoder.encode_images(docs.image_pixels, docs.caption_tokens, docs.image_valid))
             positions.append(torch.nonzero(is_image).squeeze(1))
         vectors = torch.cat(parts)
         order = torch.argsort(torch.cat(positions))
         return vectors[order]
 
     # ----------------------------------------------------------------- training
-    def compute_loss(self, batch: dict[str, Any]) -> ContrastiveLossOutput:
+    def compute_loss(self, batch: TrainBatch) -> ContrastiveLossOutput:
         """The contrastive loss of one training batch."""
-        queries = self.encoder.encode_queries(batch["query_tokens"])
-        docs = self.encode_docs(batch["docs"])
         out = self.loss(  # in fp32 with autocast off, whatever the precision of the towers
-            queries,
-            docs,
-            batch["docs"]["ids"],
-            batch["docs"]["is_image"],
-            batch["positive"],
-            batch["hard_negatives"],
-            batch["query_positive_ids"],
-            self.logit_scale(),
+            queries=self.encoder.encode_queries(batch.queries.tokens),
+            docs=self.encode_docs(batch.docs),
+            doc_ids=batch.docs.index,
+            doc_is_image=batch.docs.is_image,
+            positive=batch.positive,
+            hard_negatives=batch.hard_negatives,
+            query_positive_ids=batch.positive_index,
+            logit_scale=self.logit_scale(),
         )
-        if batch["docs"]["caption_tokens"] is None:  # the vision tower took no part: keep DDP's reducer whole
+        if not batch.has_images:  # the vision tower took no part: keep DDP's reducer whole
             out.loss = out.loss + 0.0 * sum(p.sum() for p in self.encoder.parameters() if p.requires_grad)
         return out
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
         out = self.compute_loss(batch)
         self._stop_on_non_finite(out.loss, batch, batch_idx)
-        size = batch["positive"].shape[0]
+        size = len(batch)
         self.log("train/loss", out.loss, prog_bar=True, batch_size=size)
         self.log_dict(
             {
@@ -139,21 +167,26 @@ class UniversalRetriever(L.LightningModule):
                 "train/loss_text_negatives": out.text_negatives,
                 "train/negatives_per_query": out.candidates_per_query,
                 "train/logit_scale": self.logit_scale().detach(),
-                "train/negatives_version": batch["negatives_version"].max().float(),
-                "train/skipped_images": (~batch["docs"]["image_valid"]).sum().float(),
+                "train/negatives_version": batch.negatives_version.max().float(),
+                "train/skipped_images": batch.docs.skipped_images,
             },
             batch_size=size,
         )
+        if self._logs_this_step():  # torchmetrics groups query by query: only on the steps the logger records
+            self.log_dict(self.in_batch_metrics(out), batch_size=size)  # per rank: modalities differ across ranks
         return out.loss
 
-    def _stop_on_non_finite(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> None:
+    def _logs_this_step(self) -> bool:
+        """Whether the loggers record this step (Lightning's own rule, ``trainer.log_every_n_steps``)."""
+        trainer = self._trainer
+        return trainer is None or bool(trainer._logger_connector.should_update_logs)
+
+    def _stop_on_non_finite(self, loss: torch.Tensor, batch: TrainBatch, batch_idx: int) -> None:
         bad = not bool(torch.isfinite(loss))
         if self._trainer is not None:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
-            rows = batch["query_index"].tolist()
-            dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-            qids = [dm.train_queries[i].qid for i in rows] if dm is not None and getattr(dm, "train_queries", None) else rows
+            qids = batch.queries.ids
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} at global step {self.global_step}, batch {batch_idx} (queries {qids[:8]}); "
                 "lower model.lr, check the data, or use precision 32"
@@ -187,48 +220,35 @@ class UniversalRetriever(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, s / warmup) if warmup else 1.0)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "set_processor"):
-            datamodule.set_processor(self.encoder.processor)
-        if stage == "fit" and datamodule is not None:
-            self._check_negatives_exist(datamodule)
-
-    def _check_negatives_exist(self, datamodule: Any) -> None:
-        """Refuse a configuration whose batches would hold no negative at all."""
-        loss, world = self.loss, self.trainer.world_size
-        batch = datamodule.hparams.batch_size * (world if loss.cross_device else 1)
-        hard_per_query = datamodule.strategy.total if datamodule.active_negatives is not None else 0
-        mines_at_start = any(getattr(cb, "at_fit_start", False) for cb in self.trainer.callbacks)
-        has_in_batch = loss.in_batch and batch > 1
-        has_hard = (loss.hard_negatives or loss.share_hard_negatives) and (hard_per_query > 0 or mines_at_start)
-        if not (has_in_batch or has_hard):
-            raise InputError(
-                f"no negatives: loss(in_batch={loss.in_batch}, hard_negatives={loss.hard_negatives}) with batch {batch} and "
-                f"{hard_per_query} hard negatives per query (negatives_file={datamodule.active_negatives}, strategy={datamodule.strategy.name}); "
-                "raise data.batch_size, enable model.loss.init_args.in_batch, or give data.negatives_file with a strategy other than none"
-            )
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Remember the checkpoint's step: an evaluation outside ``fit`` is labelled with it."""
+        self._checkpoint_step = int(checkpoint.get("global_step", 0))
 
     # --------------------------------------------------------------- evaluation
-    def embed_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(indices, fp16 CPU vectors) of a query batch or a corpus batch."""
-        if "docs" in batch:
-            return batch["docs"]["ids"].cpu(), self.encode_docs(batch["docs"]).half().cpu()
-        return batch["query_index"].cpu(), self.encoder.encode_queries(batch["query_tokens"]).half().cpu()
+    def embed_batch(self, batch: QueryBatch | DocBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, fp16 CPU vectors) of a query batch (positions in its split) or a doc batch (corpus indices)."""
+        if isinstance(batch, DocBatch):
+            return batch.index.cpu(), self.encode_docs(batch).half().cpu()
+        if isinstance(batch, QueryBatch):
+            return batch.index.cpu(), self.encoder.encode_queries(batch.tokens).half().cpu()
+        raise TypeError(f"embed_batch takes a QueryBatch or a DocBatch, got {type(batch).__name__}")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._collect(batch, dataloader_idx, "val")
+    def validation_step(self, batch: QueryBatch | DocBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._collect(batch, dataloader_idx, "test")
+    def test_step(self, batch: QueryBatch | DocBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._collect(batch, "test")
 
-    def _collect(self, batch: dict[str, Any], dataloader_idx: int, stage: str) -> None:
-        self._eval_parts[dataloader_idx].append(self.embed_batch(batch))
-        if dataloader_idx == CORPUS:  # images skipped as undecodable (data.skip_bad_images), summed over ranks
-            skipped = (~batch["docs"]["image_valid"]).sum().float()
-            self.log(f"{stage}/skipped_images", skipped, reduce_fx="sum", sync_dist=True, add_dataloader_idx=False, batch_size=1)
+    def _collect(self, batch: QueryBatch | DocBatch, stage: str) -> None:
+        part = self.embed_batch(batch)
+        if isinstance(batch, QueryBatch):
+            self._eval_parts.queries.append(part)
+            return
+        self._eval_parts.docs.append(part)  # images skipped as undecodable (data.skip_bad_images), summed over ranks
+        self.log(f"{stage}/skipped_images", batch.skipped_images, reduce_fx="sum", sync_dist=True,
+                 add_dataloader_idx=False, batch_size=1)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_step(self, batch: DocBatch, batch_idx: int, dataloader_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed_batch(batch)
 
     def on_validation_epoch_end(self) -> None:
@@ -237,33 +257,40 @@ class UniversalRetriever(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test", "test")
 
+    def evaluation_step(self) -> int:
+        """The step an evaluation is labelled with: the fit's step, or the evaluated checkpoint's."""
+        return self.global_step if self.trainer.state.fn == "fit" else self._checkpoint_step
+
+    def _search(self, queries: torch.Tensor, docs: EncodedShard, keep: Any = None) -> SearchResult:
+        return search_shards(queries, docs, self.hparams.eval_top_k, keep=keep, index=self.index, device=self.device)
+
     def _finish_evaluation(self, split_name: str, stage: str) -> None:
-        dm = self.trainer.datamodule
-        parts, self._eval_parts = self._eval_parts, {QUERIES: [], CORPUS: []}
+        parts, self._eval_parts = self._eval_parts, _EvalParts()
         if self.trainer.sanity_checking:
             return
-        split, corpus = dm.eval_split(split_name), dm.corpus
+        data = self.trainer.datamodule.evaluation_data(split_name)
         dim = self.encoder.embedding_dim
-        rows, queries = gather_queries(EncodedShard.concat(parts[QUERIES], dim))
-        docs = EncodedShard.concat(parts[CORPUS], dim)
+        rows, queries = gather_queries(EncodedShard.concat(parts.queries, dim))
+        docs = EncodedShard.concat(parts.docs, dim)
         coverage = {"queries_evaluated": len(rows), "docs_indexed": count_rows(docs)}
-        self._warn_if_partial(split_name, len(split.queries), len(corpus), **coverage)
-        k, factory = self.hparams.eval_top_k, self.hparams.index_factory
-        rank_zero_info(f"{split_name}-step{self.global_step}: top-{k} search of {len(rows)} queries over "
-                       f"{coverage['docs_indexed']} docs with index {factory!r} on {self.device}")
-        runs = {"all": search_shards(queries, docs, k, factory=factory, device=self.device)}
+        self._warn_if_partial(split_name, len(data.query_ids), len(data.doc_ids), **coverage)
+        step = self.evaluation_step()
+        rank_zero_info(f"{split_name}-step{step}: top-{self.hparams.eval_top_k} search of {len(rows)} queries over "
+                       f"{coverage['docs_indexed']} docs with index {self.index.factory!r} on {self.device}")
+        results = {"all": self._search(queries, docs)}
         if self.hparams.eval_subsets:
-            runs["text"] = search_shards(queries, docs, k, keep=~corpus.is_image, factory=factory, device=self.device)
-            runs["image"] = search_shards(queries, docs, k, keep=corpus.is_image, factory=factory, device=self.device)
-        metrics = None
-        out_dir = self.run_dir() / "eval" / f"{split_name}-step{self.global_step:07d}"  # a collective: all ranks
+            results["text"] = self._search(queries, docs, keep=~data.doc_is_image)
+            results["image"] = self._search(queries, docs, keep=data.doc_is_image)
+        metrics, runs = None, {}
         if self.trainer.is_global_zero:
-            qids = [split.queries[i].qid for i in rows]
-            qrels = {qid: split.qrels[qid] for qid in qids if qid in split.qrels}
-            metrics = evaluate_and_write(runs, qids, qrels, corpus.doc_ids, corpus.is_image, out_dir,
-                                         tag=f"{split_name}-step{self.global_step}")
-        metrics = {**self.trainer.strategy.broadcast(metrics, src=0), **coverage}
-        self.log_dict({f"{stage}/{name}": float(value) for name, value in metrics.items()}, sync_dist=False)
+            qids = [data.query_ids[i] for i in rows]
+            runs = score_runs(results, qids, data.doc_ids)
+            qrels = {qid: data.qrels[qid] for qid in qids if qid in data.qrels}
+            metrics = evaluate_runs(runs, qrels, data.doc_ids, data.doc_is_image)
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
+        self.last_evaluation = Evaluation(split_name, step, metrics, runs)
+        logged = {**metrics, **coverage}
+        self.log_dict({f"{stage}/{name}": float(value) for name, value in logged.items()}, sync_dist=False)
 
     def _warn_if_partial(self, split_name: str, n_queries: int, n_docs: int, queries_evaluated: int,
                          docs_indexed: int) -> None:
@@ -273,11 +300,3 @@ class UniversalRetriever(L.LightningModule):
                 f"evaluated {queries_evaluated} of {n_queries} {split_name} queries against {docs_indexed} of {n_docs} "
                 "docs (the trainer's limit_*_batches cut the loaders); the metrics cover only those"
             )
-
-    def run_dir(self) -> Path:
-        """Where evaluation and mining outputs go: the logger's directory, else the trainer's root.
-
-        ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank must call this.
-        """
-        trainer = self.trainer
-        return Path(trainer.log_dir or trainer.default_root_dir)

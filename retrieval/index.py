@@ -20,6 +20,8 @@ Among equal scores the order is whatever the backend produces; compare results u
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import contextlib
 import functools
 import logging
@@ -107,6 +109,28 @@ def _build_faiss_index(dim: int, factory: str) -> "faiss.Index":
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else "rejected"
         raise InputError(f"FAISS rejected index factory string {factory!r} ({reason}); "
                          "pass a valid one such as 'Flat', 'IVF1024,Flat' or 'HNSW32'") from None
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How the corpus is searched, in evaluation and in hard-negative mining alike (``model.index`` in configs).
+
+    Args:
+        factory: FAISS index factory string; ``Flat`` is exact (torch on a GPU, FAISS or torch on the CPU).
+        nprobe: inverted lists visited per query by IVF factories (None: FAISS's default).
+    """
+
+    factory: str = "Flat"
+    nprobe: int | None = None
+
+    def check(self, dim: int) -> None:
+        """Reject a factory FAISS cannot build, or an ``nprobe`` it cannot take, before any search runs."""
+        check_index_factory(self.factory, dim)
+        if self.nprobe is not None and self.factory != "Flat":
+            _set_nprobe(_build_faiss_index(dim, self.factory), self.nprobe, self.factory)
+        elif self.nprobe is not None:
+            raise InputError(f"nprobe={self.nprobe} was given but index 'Flat' has no inverted lists; "
+                             "drop nprobe or use an IVF factory such as 'IVF1024,Flat'")
 
 
 def check_index_factory(factory: str, dim: int = 8) -> None:

@@ -22,6 +22,33 @@ def ranked_run(result: SearchResult, qids: Sequence[str], doc_ids: Sequence[str]
     return run
 
 
+def score_runs(
+    runs: Mapping[str, SearchResult], qids: Sequence[str], doc_ids: Sequence[str]
+) -> dict[str, dict[str, list[tuple[str, float]]]]:
+    """Each search result as a scored run (qid -> [(docid, score)] in trec_eval's order)."""
+    return {name: ranked_run(result, qids, doc_ids) for name, result in runs.items()}
+
+
+def evaluate_runs(
+    scored: Mapping[str, Mapping[str, list[tuple[str, float]]]],
+    qrels: Mapping[str, Mapping[str, int]],
+    doc_ids: Sequence[str],
+    is_image: np.ndarray,
+) -> dict[str, float]:
+    """trec_eval's metrics of ``scored['all']`` (mixed corpus) and, when present, of the text and image views."""
+    image_ids = {d for d, img in zip(doc_ids, is_image) if img}
+    judged = {q: dict(r) for q, r in qrels.items()}
+    return evaluate_by_modality(scored["all"], judged, image_ids, scored.get("text"), scored.get("image"))
+
+
+def write_evaluation(out_dir: str | Path, run: Mapping[str, list[tuple[str, float]]], metrics: Mapping[str, float],
+                     tag: str) -> None:
+    """``run.trec`` (the mixed run, in trec_eval's order) and ``metrics.json`` into ``out_dir`` (atomic writes)."""
+    out_dir = Path(out_dir)
+    write_trec_run(out_dir / "run.trec", run, tag=tag)
+    write_metrics_json(out_dir / "metrics.json", metrics)
+
+
 def evaluate_and_write(
     runs: Mapping[str, SearchResult],
     qids: Sequence[str],
@@ -34,11 +61,7 @@ def evaluate_and_write(
     """Metrics of ``runs['all']`` (mixed corpus) and, when present, ``runs['text']``/``runs['image']``
     (paper Table 2 views); writes ``run.trec`` (the mixed run, in trec_eval's order) and ``metrics.json``
     into ``out_dir``. The metrics are trec_eval's on exactly the scores written."""
-    out_dir = Path(out_dir)
-    scored = {name: ranked_run(result, qids, doc_ids) for name, result in runs.items()}
-    image_ids = {d for d, img in zip(doc_ids, is_image) if img}
-    judged = {q: dict(r) for q, r in qrels.items()}
-    metrics = evaluate_by_modality(scored["all"], judged, image_ids, scored.get("text"), scored.get("image"))
-    write_trec_run(out_dir / "run.trec", scored["all"], tag=tag)
-    write_metrics_json(out_dir / "metrics.json", metrics)
+    scored = score_runs(runs, qids, doc_ids)
+    metrics = evaluate_runs(scored, qrels, doc_ids, is_image)
+    write_evaluation(out_dir, scored["all"], metrics, tag)
     return metrics

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from callbacks import EvaluationWriter
 from callbacks.ance_mining import ANCEMiningCallback
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
@@ -22,7 +23,7 @@ def _setup(tiny_data_dir: Path, tiny_encoder: CLIPEncoder) -> tuple[UniversalRet
     loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
     module = UniversalRetriever(copy.deepcopy(tiny_encoder), loss=loss, temperature=0.05, lr=1e-3)
     dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
-                         batch_size=8, eval_batch_size=16, num_workers=0)
+                         batch_size=8, eval_batch_size=16, num_workers=0, processor=module.encoder.processor)
     return module, dm
 
 
@@ -37,7 +38,7 @@ class VersionRecorder(L.Callback):
         self.versions: list[int] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.versions.append(int(batch["negatives_version"].max()))
+        self.versions.append(int(batch.negatives_version.max()))
 
 
 class WeightsAtFirstMining(ANCEMiningCallback):
@@ -56,7 +57,7 @@ def _brute_force_negatives(encoder: CLIPEncoder, dm: WebQADataModule, k: int) ->
         from lightning_modules.retriever import UniversalRetriever as R
 
         holder = R(encoder)
-        doc_vecs = torch.cat([holder.encode_docs(b["docs"]).half() for b in docs]).float()
+        doc_vecs = torch.cat([holder.encode_docs(b).half() for b in docs]).float()
         texts = [q.text for q in dm.train_queries]
         chunks = [texts[i : i + 16] for i in range(0, len(texts), 16)]
         q_vecs = torch.cat([encoder.encode_queries(encoder.processor.tokenize(c)).half() for c in chunks]).float()
@@ -118,10 +119,11 @@ def test_offline_mining_through_validate(tiny_data_dir: Path, tiny_encoder: CLIP
     module, dm = _setup(tiny_data_dir, tiny_encoder)
     out = tmp_path / "mined.json"
     miner = ANCEMiningCallback(on_validate=True, top_k=10, output_file=str(out))
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[miner],
-                        default_root_dir=str(tmp_path))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        callbacks=[miner, EvaluationWriter()], default_root_dir=str(tmp_path))
     trainer.validate(module, datamodule=dm, verbose=False)
     lines = out.read_text().splitlines()
     assert len(lines) == 40 and all(len(json.loads(line)["all_negFacts"]) == 10 for line in lines)
     assert set(miner.timings[0]) == {"encode_s", "index_s", "search_s", "write_s"}
     assert (tmp_path / "eval" / "dev-step0000000" / "metrics.json").is_file()  # under the trainer's root, not the cwd
+    assert miner.mined == [(0, str(out))]  # (step of the weights, file): an untrained module is step 0

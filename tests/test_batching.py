@@ -46,26 +46,26 @@ def _release_positives(dm: WebQADataModule) -> list[set[int]]:
 
 def _check_batch(batch: dict[str, Any], samples: list[TrainSample], dm: WebQADataModule) -> None:
     """Every column of ``batch`` holds the doc the sampler drew for it; each doc appears once."""
-    ids = batch["docs"]["ids"].tolist()
-    is_image = batch["docs"]["is_image"]
+    ids = batch.docs.index.tolist()
+    is_image = batch.docs.is_image
     assert len(ids) == len(set(ids))
     assert set(ids) == {d for s in samples for d in (s.positive, *s.negatives)}
     assert is_image.tolist() == [bool(dm.corpus.is_image[d]) for d in ids]
     n_text, n_image = int((~is_image).sum()), int(is_image.sum())
-    assert batch["docs"]["image_pixels"].shape[0] == n_image
-    assert (batch["docs"]["text_tokens"] is None) == (n_text == 0)
+    assert batch.docs.image_pixels.shape[0] == n_image
+    assert (batch.docs.text_tokens is None) == (n_text == 0)
     if n_text:
-        assert len(batch["docs"]["text_tokens"]) == n_text
-    assert batch["query_index"].tolist() == [s.query for s in samples]
+        assert len(batch.docs.text_tokens) == n_text
+    assert batch.queries.index.tolist() == [s.query for s in samples]
     positives = _release_positives(dm)
     width = max(len(positives[s.query]) for s in samples)
-    assert batch["query_positive_ids"].shape == (len(samples), width)
+    assert batch.positive_index.shape == (len(samples), width)
     for row, s in enumerate(samples):
-        assert ids[batch["positive"][row]] == s.positive
-        hard = batch["hard_negatives"][row]
+        assert ids[batch.positive[row]] == s.positive
+        hard = batch.hard_negatives[row]
         assert [ids[c] for c in hard if c >= 0] == list(s.negatives)
         assert (hard[len(s.negatives):] == -1).all()
-        listed = batch["query_positive_ids"][row].tolist()
+        listed = batch.positive_index[row].tolist()
         assert set(listed[: len(positives[s.query])]) == positives[s.query]
         assert listed[len(positives[s.query]):] == [-1] * (width - len(positives[s.query]))
 
@@ -75,9 +75,9 @@ def test_loader_batch_holds_k_image_and_k_text_negatives_per_query(balanced_dm: 
     batch = next(iter(balanced_dm.train_dataloader()))
     samples = list(balanced_dm.train_sampler())[:BATCH_SIZE]  # the loader's first batch: same seed, epoch 0
     _check_batch(batch, samples, balanced_dm)
-    is_image = batch["docs"]["is_image"]
-    assert batch["hard_negatives"].shape == (BATCH_SIZE, 2 * k)
-    for row in batch["hard_negatives"]:
+    is_image = batch.docs.is_image
+    assert batch.hard_negatives.shape == (BATCH_SIZE, 2 * k)
+    for row in batch.hard_negatives:
         assert int(is_image[row].sum()) == k and int((~is_image[row]).sum()) == k
 
 
@@ -104,11 +104,11 @@ def test_docs_shared_by_samples_get_one_column(balanced_dm: WebQADataModule) -> 
     ]
     batch = _collator(balanced_dm)(samples)
     _check_batch(batch, samples, balanced_dm)
-    ids = batch["docs"]["ids"].tolist()
+    ids = batch.docs.index.tolist()
     column = {doc: ids.index(doc) for doc in ids}
     assert len(ids) == 8  # 12 references to 8 distinct docs
-    assert batch["positive"].tolist() == [column[texts[0]], column[texts[0]], column[images[2]], column[images[3]]]
-    assert batch["hard_negatives"].tolist() == [
+    assert batch.positive.tolist() == [column[texts[0]], column[texts[0]], column[images[2]], column[images[3]]]
+    assert batch.hard_negatives.tolist() == [
         [column[images[0]], column[texts[1]]],
         [column[images[1]], column[texts[2]]],
         [column[images[0]], column[texts[0]]],
@@ -120,19 +120,19 @@ def test_docs_shared_by_samples_get_one_column(balanced_dm: WebQADataModule) -> 
 def test_exactly_the_sampled_negatives_reach_the_loss(balanced_dm: WebQADataModule) -> None:
     k = balanced_dm.strategy.k
     batch = next(iter(balanced_dm.train_dataloader()))
-    docs, positives = batch["docs"], batch["query_positive_ids"]
-    for row, hard in enumerate(batch["hard_negatives"]):  # the sampler never draws a query's positive as negative
-        assert not set(docs["ids"][hard].tolist()) & set(positives[row].tolist())
+    docs, positives = batch.docs, batch.positive_index
+    for row, hard in enumerate(batch.hard_negatives):  # the sampler never draws a query's positive as negative
+        assert not set(docs.index[hard].tolist()) & set(positives[row].tolist())
     g = torch.Generator().manual_seed(0)
     queries = F.normalize(torch.randn(BATCH_SIZE, 16, generator=g), dim=-1)
-    vectors = F.normalize(torch.randn(len(docs["ids"]), 16, generator=g), dim=-1)
+    vectors = F.normalize(torch.randn(len(docs), 16, generator=g), dim=-1)
     scale = torch.tensor(20.0)
     loss = ContrastiveRetrievalLoss(in_batch=False, hard_negatives=True)
-    out = loss(queries, vectors, docs["ids"], docs["is_image"], batch["positive"], batch["hard_negatives"],
+    out = loss(queries, vectors, docs.index, docs.is_image, batch.positive, batch.hard_negatives,
                positives, scale)
     assert float(out.candidates_per_query) == 2 * k
     # cross-entropy of each query over its positive and its own 2k negatives, nothing else
-    columns = torch.cat([batch["positive"].unsqueeze(1), batch["hard_negatives"]], dim=1)
+    columns = torch.cat([batch.positive.unsqueeze(1), batch.hard_negatives], dim=1)
     logits = scale * (queries.unsqueeze(1) * vectors[columns]).sum(-1)
     expected = F.cross_entropy(logits, torch.zeros(BATCH_SIZE, dtype=torch.long))
     torch.testing.assert_close(out.loss, expected)

@@ -7,6 +7,7 @@ refuses only what cannot load: another encoder architecture.
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,12 @@ def checkpoint(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_test_uses_the_index_and_depth_given_on_the_command_line(tiny_data_dir: Path, checkpoint: Path,
                                                                  tmp_path: Path) -> None:
     proc = train("test", *tiny_args(tiny_data_dir, tmp_path), "--ckpt_path", str(checkpoint),
-                 "--model.index_factory", "HNSW32", "--model.eval_top_k", "10")
+                 "--model.index.factory", "HNSW32", "--model.eval_top_k", "10")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "differs from the checkpoint's in eval_top_k (checkpoint 100, now 10), index_factory" in proc.stderr
+    assert ("differs from the checkpoint's in eval_top_k (checkpoint 100, now 10), index (checkpoint "
+            "{'factory': 'Flat', 'nprobe': None}, now {'factory': 'HNSW32', 'nprobe': None})") in proc.stderr
     assert "with index 'HNSW32'" in proc.stderr
-    lines = next(tmp_path.rglob("test-step*/run.trec")).read_text().splitlines()
+    lines = next(checkpoint.parent.parent.glob("eval/test-step*/run.trec")).read_text().splitlines()
     per_query: dict[str, int] = {}
     for line in lines:
         per_query[line.split()[0]] = per_query.get(line.split()[0], 0) + 1
@@ -39,18 +41,20 @@ def test_test_uses_the_index_and_depth_given_on_the_command_line(tiny_data_dir: 
 def test_a_bad_index_factory_stops_with_its_one_line_error(tiny_data_dir: Path, checkpoint: Path,
                                                           tmp_path: Path) -> None:
     proc = train("test", *tiny_args(tiny_data_dir, tmp_path), "--ckpt_path", str(checkpoint),
-                 "--model.index_factory", "Bogus12")
+                 "--model.index.factory", "Bogus12")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: FAISS rejected index factory string 'Bogus12'")
     assert "Traceback" not in proc.stderr
 
 
 def test_resumed_fit_says_and_trains_with_the_new_lr(tiny_data_dir: Path, checkpoint: Path, tmp_path: Path) -> None:
-    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--ckpt_path", str(checkpoint), "--model.lr", "4e-3",
+    copy = shutil.copy(checkpoint, tmp_path / "resume-from.ckpt")  # its run: tmp_path (no run.json above it)
+    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path / "unused"), "--ckpt_path", str(copy), "--model.lr", "4e-3",
                  "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0", "--model.warmup_steps", "0",
                  "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "differs from the checkpoint's in lr (checkpoint 0.001, now 0.004), warmup_steps" in proc.stderr
+    assert not (tmp_path / "unused").exists()  # a resumed fit continues in its checkpoint's run
     lrs = {int(r["step"]): float(r["lr-AdamW/decay"]) for r in metrics_rows(tmp_path) if r.get("lr-AdamW/decay")}
     # Resumed at step 10 of 20, no warmup: lr(s) = 4e-3 * (1 + cos(pi * s / 20)) / 2.
     assert sorted(lrs) == list(range(10, 20))

@@ -21,14 +21,17 @@ def test_fit_with_in_loop_mining(tiny_data_dir: Path, tmp_path: Path, devices: i
     proc = train("fit", *tiny_args(tiny_data_dir, out), *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps_per_epoch = 40 // (4 * devices)
-    mined = sorted((out / "logs").rglob("train-negatives-step*.json"))
-    assert [int(p.stem[-7:]) for p in mined] == list(range(4, 6 * steps_per_epoch, 4))  # none after the last step
+    manifest = json.loads((out / "version_0" / "run.json").read_text())
+    mined = manifest["mined"]
+    assert [m["step"] for m in mined] == list(range(4, 6 * steps_per_epoch, 4))  # none after the last step
+    assert sorted(p.name for p in out.rglob("train-negatives-step*.json")) == [Path(m["path"]).name for m in mined]
     rows = metrics_rows(out)
     versions = [float(r["train/negatives_version"]) for r in rows if r.get("train/negatives_version")]
     assert versions[0] == 0 and versions[-1] == len(mined)  # both ranks sample from the newest mined file
     losses = _losses(rows)
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
-    dev = [json.loads(p.read_text()) for p in sorted((out / "logs").rglob("dev-step*/metrics.json"))]
+    dev = [json.loads(p.read_text()) for p in sorted(out.rglob("dev-step*/metrics.json"))]
+    assert [e["metrics"] for e in manifest["evaluations"]] == dev
     logged = [float(r["val/MRR@10"]) for r in rows if r.get("val/MRR@10")]
     assert len(dev) == 3 and logged == pytest.approx([m["MRR@10"] for m in dev], abs=1e-4)
 
@@ -37,11 +40,13 @@ def test_test_command_evaluates_a_checkpoint(tiny_data_dir: Path, tmp_path: Path
     out = tmp_path / "run"
     fit = train("fit", *tiny_args(tiny_data_dir, out), "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1")
     assert fit.returncode == 0, fit.stderr[-3000:]
-    ckpt = next(out.rglob("last.ckpt"))
-    test = train("test", *tiny_args(tiny_data_dir, tmp_path / "eval"), "--ckpt_path", str(ckpt))
+    ckpt = out / "version_0" / "checkpoints" / "last.ckpt"
+    test = train("test", *tiny_args(tiny_data_dir, tmp_path / "elsewhere"), "--ckpt_path", str(ckpt))
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/MRR@10" in test.stdout
-    assert next((tmp_path / "eval").rglob("test-step*/run.trec")).stat().st_size > 0
+    # labelled with the checkpoint's step (10), written under the checkpoint's run, no new version folder
+    assert (out / "version_0" / "eval" / "test-step0000010" / "run.trec").stat().st_size > 0
+    assert sorted(p.name for p in out.iterdir()) == ["version_0"] and not (tmp_path / "elsewhere").exists()
 
 
 def test_unknown_config_key_is_rejected(tiny_data_dir: Path, tmp_path: Path) -> None:

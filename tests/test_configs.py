@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train import cli_main
+from commands.cli import cli_main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 BASE = str(CONFIGS / "recipes" / "clip_dpr.yaml")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from demo import run_demo
+from commands.demo import run_demo
 
 
 def test_demo_writes_table_json_and_plot(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
+from callbacks import EvaluationWriter
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
 from lightning_modules.loss import ContrastiveRetrievalLoss
@@ -35,12 +36,14 @@ def checkpoint(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path_factory:
     L.seed_everything(0)
     loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
     module = UniversalRetriever(copy.deepcopy(tiny_encoder), loss=loss, temperature=0.05, lr=1e-3)
-    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", batch_size=8, num_workers=0)
+    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", batch_size=8, num_workers=0,
+                         processor=module.encoder.processor)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=10, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0,
                         default_root_dir=str(root))
     trainer.fit(module, datamodule=dm)
     trainer.save_checkpoint(root / "model.ckpt")
+    trainer.callbacks.append(EvaluationWriter())
     trainer.test(module, datamodule=dm, verbose=False)  # the in-process evaluation, for comparison
     return root / "model.ckpt"
 
@@ -48,8 +51,7 @@ def checkpoint(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path_factory:
 def _test_run(data_dir: Path, ckpt: Path, out: Path, devices: int) -> Path:
     """Run ``train.py test`` on ``devices`` CPU processes with all outputs under ``out``; return its eval directory."""
     args = ["test", "--config", CONFIG, "--data.data_dir", str(data_dir), "--data.num_workers", "0",
-            "--data.eval_batch_size", "4", "--trainer.default_root_dir", str(out),
-            "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
+            "--data.eval_batch_size", "4", "--run_dir", str(out), "--trainer.enable_progress_bar", "false",
             "--trainer.devices", str(devices), "--ckpt_path", str(ckpt)]
     if devices > 1:
         args += ["--trainer.strategy", "ddp"]

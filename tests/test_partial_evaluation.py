@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
+from callbacks import EvaluationWriter
 from datamodules.webqa_datamodule import WebQADataModule
 from datamodules.webqa_release import Corpus
 from lightning_modules.encoders import CLIPEncoder
@@ -21,9 +22,11 @@ from retrieval.trec import read_trec_run
 
 def _test(data_dir: Path, encoder: CLIPEncoder, root: Path, **trainer_options) -> dict[str, float]:
     module = UniversalRetriever(copy.deepcopy(encoder))
-    dm = WebQADataModule(str(data_dir), batch_size=8, eval_batch_size=4, num_workers=0)
+    dm = WebQADataModule(str(data_dir), batch_size=8, eval_batch_size=4, num_workers=0,
+                         processor=module.encoder.processor)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=str(root), **trainer_options)
+                        enable_model_summary=False, default_root_dir=str(root), callbacks=[EvaluationWriter()],
+                        **trainer_options)
     return {k: v for d in trainer.test(module, datamodule=dm, verbose=False) for k, v in d.items()}
 
 

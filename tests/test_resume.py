@@ -27,8 +27,8 @@ class BatchRecorder(L.Callback):
         self.batches: list[tuple[int, list[int], list[int], int]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.batches.append((trainer.global_step, batch["query_index"].tolist(), batch["docs"]["ids"].tolist(),
-                             int(batch["negatives_version"].max())))
+        self.batches.append((trainer.global_step, batch.queries.index.tolist(), batch.docs.index.tolist(),
+                             int(batch.negatives_version.max())))
 
 
 def _run(data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list, ckpt: str | None = None,
@@ -37,7 +37,7 @@ def _run(data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list, ckpt
     module = UniversalRetriever(copy.deepcopy(encoder), loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True),
                                 temperature=0.05, lr=1e-3, warmup_steps=2)
     dm = WebQADataModule(str(data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
-                         batch_size=8, eval_batch_size=32, num_workers=0)
+                         batch_size=8, eval_batch_size=32, num_workers=0, processor=module.encoder.processor)
     recorder = BatchRecorder()
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root),

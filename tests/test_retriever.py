@@ -9,16 +9,21 @@ import lightning as L
 import pytest
 import torch
 
+from callbacks import EvaluationWriter
+from cli_runs import tiny_args, train
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
 from lightning_modules.loss import ContrastiveRetrievalLoss
 from lightning_modules.retriever import UniversalRetriever
 from retrieval.errors import InputError
+from retrieval.index import IndexConfig
 
 
 def _trainer(root: Path, **kwargs) -> L.Trainer:
+    """A CPU trainer under ``root``; evaluations are written by ``EvaluationWriter`` into ``root/eval``."""
     options = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                   num_sanity_val_steps=0, default_root_dir=str(root), limit_val_batches=0)
+                   num_sanity_val_steps=0, default_root_dir=str(root), limit_val_batches=0,
+                   callbacks=[EvaluationWriter()])
     options.update(kwargs)
     return L.Trainer(**options)
 
@@ -30,9 +35,9 @@ def _module(encoder: CLIPEncoder, **kwargs) -> UniversalRetriever:
     return UniversalRetriever(copy.deepcopy(encoder), **options)
 
 
-def _datamodule(data_dir: Path, **kwargs) -> WebQADataModule:
+def _datamodule(data_dir: Path, encoder: CLIPEncoder, **kwargs) -> WebQADataModule:
     options = dict(negatives_file="webqa", negative_strategy="balanced", negatives_k=1, batch_size=8,
-                   eval_batch_size=32, num_workers=0)
+                   eval_batch_size=32, num_workers=0, processor=encoder.processor)
     options.update(kwargs)
     return WebQADataModule(str(data_dir), **options)
 
@@ -49,7 +54,7 @@ def test_training_lowers_the_loss(tiny_data_dir: Path, tiny_encoder: CLIPEncoder
     L.seed_everything(0)
     recorder = LossRecorder()
     trainer = _trainer(tmp_path, max_epochs=8, callbacks=[recorder], enable_checkpointing=False)
-    trainer.fit(_module(tiny_encoder), datamodule=_datamodule(tiny_data_dir))
+    trainer.fit(_module(tiny_encoder), datamodule=_datamodule(tiny_data_dir, tiny_encoder))
     first, last = sum(recorder.losses[:5]) / 5, sum(recorder.losses[-5:]) / 5
     assert len(recorder.losses) == 8 * (40 // 8)
     assert last < 0.7 * first, (first, last)
@@ -150,7 +155,7 @@ def _check_eval_dir(out: Path, results: dict[str, float], dm: WebQADataModule, d
 def test_evaluation_logs_metrics_and_writes_run_files(
     tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
 ) -> None:
-    dm = _datamodule(tiny_data_dir)
+    dm = _datamodule(tiny_data_dir, tiny_encoder)
     results = _trainer(tmp_path).test(_module(tiny_encoder), datamodule=dm)[0]
     [out] = (tmp_path / "eval").glob("test-step*")
     _check_eval_dir(out, results, dm, tiny_data_dir)
@@ -176,12 +181,12 @@ def test_training_beats_the_untrained_model(data_copy: Path, tiny_encoder: CLIPE
     image/MRR@10 14.5 -> 65.4, text/MRR@10 25.2 -> 80.4.
     """
     data_dir = _test_split_of_training_queries(data_copy)
-    untrained = _trainer(tmp_path / "untrained").test(_module(tiny_encoder), datamodule=_datamodule(data_dir))[0]
+    untrained = _trainer(tmp_path / "untrained").test(_module(tiny_encoder), datamodule=_datamodule(data_dir, tiny_encoder))[0]
     L.seed_everything(0)
     module = _module(tiny_encoder)
     trainer = _trainer(tmp_path / "trained", max_epochs=4, enable_checkpointing=False)
-    trainer.fit(module, datamodule=_datamodule(data_dir))
-    trained = trainer.test(module, datamodule=_datamodule(data_dir))[0]
+    trainer.fit(module, datamodule=_datamodule(data_dir, tiny_encoder))
+    trained = trainer.test(module, datamodule=_datamodule(data_dir, tiny_encoder))[0]
     names = ("MRR@10", "image/MRR@10", "text/MRR@10")
     gains = {name: trained[f"test/{name}"] - untrained[f"test/{name}"] for name in names}
     assert gains["MRR@10"] > 30.0, (untrained, trained)
@@ -212,7 +217,7 @@ def test_resume_continues_the_same_run(
         if stop:
             callbacks.append(StopAtStep(stop))
         trainer = _trainer(root, max_epochs=3, callbacks=callbacks)
-        trainer.fit(module, datamodule=_datamodule(tiny_data_dir), ckpt_path=ckpt)
+        trainer.fit(module, datamodule=_datamodule(tiny_data_dir, tiny_encoder), ckpt_path=ckpt)
         return module, trainer
 
     straight, _ = run(tmp_path / "a")
@@ -232,25 +237,32 @@ def test_non_finite_loss_stops_with_step_and_queries(
     with torch.no_grad():
         module.log_logit_scale.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"non-finite loss nan at global step 0, batch 0 \(queries \['"):
-        _trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(module, datamodule=_datamodule(tiny_data_dir))
+        _trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(module, datamodule=_datamodule(tiny_data_dir, tiny_encoder))
 
 
-def test_configuration_without_negatives_is_refused(
-    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
-) -> None:
-    module = _module(tiny_encoder, loss=ContrastiveRetrievalLoss(in_batch=False, hard_negatives=True))
+def test_configuration_without_negatives_is_refused(tiny_data_dir: Path, tiny_encoder: CLIPEncoder) -> None:
+    hard_only = ContrastiveRetrievalLoss(in_batch=False, hard_negatives=True)
+    dm = _datamodule(tiny_data_dir, tiny_encoder, negatives_file=None, negative_strategy="none")
     with pytest.raises(InputError, match="no negatives: .*negatives_file=None"):
-        dm = _datamodule(tiny_data_dir, negatives_file=None, negative_strategy="none")
-        _trainer(tmp_path, max_epochs=1).fit(module, datamodule=dm)
-    module = _module(tiny_encoder, loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=False))
+        hard_only.check_has_negatives(8, 1, dm.hard_negatives_per_query(), False, negatives="negatives_file=None")
+    hard_only.check_has_negatives(8, 1, 0, mines_at_start=True)  # mined before the first step: accepted
+    in_batch_only = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=False)
     with pytest.raises(InputError, match="no negatives: .*batch 1"):
-        dm = _datamodule(tiny_data_dir, batch_size=1, negatives_file=None)
-        _trainer(tmp_path, max_epochs=1).fit(module, datamodule=dm)
+        in_batch_only.check_has_negatives(1, 1, 0, False)
+    with pytest.raises(InputError, match="no negatives: .*batch 1"):  # two ranks of one query, not gathered
+        in_batch_only.check_has_negatives(1, 2, 0, False)
 
 
-def test_k_larger_than_lists_is_refused(tiny_data_dir: Path) -> None:
+def test_fit_command_refuses_a_configuration_without_negatives(tiny_data_dir: Path, tmp_path: Path) -> None:
+    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--data.negatives_file", "null",
+                 "--model.loss.init_args.in_batch", "false", "--trainer.max_steps", "1")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no negatives: loss(in_batch=False, ")
+
+
+def test_k_larger_than_lists_is_refused(tiny_data_dir: Path, tiny_encoder: CLIPEncoder) -> None:
     with pytest.raises(InputError, match=r"negatives k=50 \(balanced\) needs 100 negatives per query"):
-        _datamodule(tiny_data_dir, negatives_k=50).setup("fit")
+        _datamodule(tiny_data_dir, tiny_encoder, negatives_k=50).setup("fit")
 
 
 def _corrupt_first_image(data_dir: Path) -> tuple[str, int]:
@@ -275,13 +287,13 @@ def test_undecodable_image_fails_or_is_skipped_and_counted(
 ) -> None:
     image_id, offset = _corrupt_first_image(data_copy)
     with pytest.raises(InputError, match=rf"{image_id}.*offset {offset}"):
-        _trainer(tmp_path).test(_module(tiny_encoder), datamodule=_datamodule(data_copy))
-    dm = _datamodule(data_copy, skip_bad_images=True)
+        _trainer(tmp_path).test(_module(tiny_encoder), datamodule=_datamodule(data_copy, tiny_encoder))
+    dm = _datamodule(data_copy, tiny_encoder, skip_bad_images=True)
     per_loader = _trainer(tmp_path / "skip").test(_module(tiny_encoder), datamodule=dm)
     results = {k: v for d in per_loader for k, v in d.items()}  # corpus-loader metrics come with loader 1
     assert results["test/skipped_images"] == 1.0
     run = _check_eval_dir(next((tmp_path / "skip" / "eval").glob("test-step*")), results, dm, data_copy)
-    _trainer(tmp_path / "clean").test(_module(tiny_encoder), datamodule=_datamodule(tiny_data_dir))
+    _trainer(tmp_path / "clean").test(_module(tiny_encoder), datamodule=_datamodule(tiny_data_dir, tiny_encoder))
     clean = _read_run(next((tmp_path / "clean" / "eval").glob("test-step*")) / "run.trec")
     for qid, docs in run.items():  # the bad image is still ranked (by its caption); every other doc scores the same
         assert image_id in {d for d, _, _ in docs}
@@ -291,7 +303,7 @@ def test_undecodable_image_fails_or_is_skipped_and_counted(
 
 def test_rejected_index_factory_fails_at_construction(tiny_encoder: CLIPEncoder) -> None:
     with pytest.raises(InputError, match="IVFx"):
-        _module(tiny_encoder, index_factory="IVFx,Flat")
+        _module(tiny_encoder, index=IndexConfig("IVFx,Flat"))
 
 
 def test_wandb_logger_runs_offline_without_api_key(
@@ -305,7 +317,7 @@ def test_wandb_logger_runs_offline_without_api_key(
     logger = WandbAutoLogger(project="univl-test", save_dir=str(tmp_path))
     assert logger._offline
     trainer = _trainer(tmp_path, max_steps=2, logger=logger, enable_checkpointing=False)
-    trainer.fit(_module(tiny_encoder), datamodule=_datamodule(tiny_data_dir))
+    trainer.fit(_module(tiny_encoder), datamodule=_datamodule(tiny_data_dir, tiny_encoder))
     logger.experiment.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
@@ -315,7 +327,7 @@ def test_predict_writes_corpus_embeddings(tiny_data_dir: Path, tiny_encoder: CLI
 
     from callbacks import EmbeddingWriter
 
-    module, dm = _module(tiny_encoder), _datamodule(tiny_data_dir)
+    module, dm = _module(tiny_encoder), _datamodule(tiny_data_dir, tiny_encoder)
     trainer = _trainer(tmp_path, callbacks=[EmbeddingWriter(str(tmp_path / "emb"))])
     trainer.predict(module, datamodule=dm, return_predictions=False)
     vectors = np.load(tmp_path / "emb" / "embeddings-rank0.npy")

@@ -8,6 +8,7 @@ They run the tiny recipe on CPU (1 CPU a job, no workers) through configs/slurm/
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -41,7 +42,7 @@ def _fit(data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list,
     loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
     module = UniversalRetriever(copy.deepcopy(encoder), loss=loss, temperature=0.05, lr=1e-3, warmup_steps=2)
     dm = WebQADataModule(str(data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
-                         batch_size=8, eval_batch_size=32, num_workers=0)
+                         batch_size=8, eval_batch_size=32, num_workers=0, processor=module.encoder.processor)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root), max_epochs=2,
                         limit_val_batches=0, enable_checkpointing=False, callbacks=callbacks)
@@ -181,6 +182,10 @@ def _train_steps(run_dir: Path, pattern: str) -> list[int]:
     return steps
 
 
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
 def _final_state_dict(run_dir: Path, steps: int) -> dict[str, torch.Tensor]:
     (final,) = run_dir.rglob("final.ckpt")
     checkpoint = torch.load(final, map_location="cpu", weights_only=False)
@@ -245,15 +250,16 @@ def test_sweep_array_runs_two_trials_and_summarizes_them(slurm: dict[str, str], 
     assert [t.name for t in trials] == ["trial-000", "trial-001"]
     assert [t.joinpath("params").read_text() for t in trials] == ["--model.lr=0.001\n", "--model.lr=0.0002\n"]
     assert len({t.joinpath("run_id").read_text() for t in trials}) == 2
-    for trial in trials:  # everything of a trial is in its directory
-        run = trial / "logs" / trial.joinpath("run_id").read_text().strip()
+    for trial in trials:  # everything of a trial is in its directory, the trial's run directory (--run_dir)
+        run = trial
+        assert _manifest(run)["last_checkpoint"] == str(run / "checkpoints" / "last.ckpt")
         assert (run / "checkpoints" / "last.ckpt").is_file()
         assert sorted(p.parent.name for p in run.glob("eval/dev-step*/metrics.json")) == ["dev-step0000010",
                                                                                            "dev-step0000020"]
         assert sorted(p.name for p in run.glob("negatives/*.json")) == ["train-negatives-step0000005.json",
                                                                    "train-negatives-step0000010.json",
                                                                    "train-negatives-step0000015.json"]
-        assert (run / "metrics.csv").is_file()
+        assert (run / "logs" / trial.joinpath("run_id").read_text().strip() / "metrics.csv").is_file()
     assert not (tmp_path / "never-used").exists()
     summary = subprocess.run([sys.executable, "-m", "retrieval.sweeps", "summarize", str(sweep_dir)], cwd=ROOT,
                              capture_output=True, text=True, timeout=60)
@@ -295,7 +301,7 @@ def test_wandb_trial_requeued_resumes_the_same_trial_and_run(slurm: dict[str, st
     assert (tmp_path / "agent.log").read_text() == "me/univl/sweep1\n"  # the agent ran once, at the first start
     assert (trial / "params").read_text() == "--model.lr=0.0005\n" and (trial / "run_id").read_text() == "fake0001\n"
     output = next(tmp_path.glob("univl-sweep-*_0.out")).read_text()
-    last = trial / "univl-retrieval" / "fake0001" / "checkpoints" / "last.ckpt"
+    last = trial / "checkpoints" / "last.ckpt"  # the trial is the run directory, whatever the logger
     assert re.findall(r"--ckpt_path auto: (.+)", output) == ["none, a fresh start", str(last)]
     runs = sorted(p.name for p in (trial / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(name.endswith("-fake0001") for name in runs)  # one W&B run id for both starts

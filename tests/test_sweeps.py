@@ -11,7 +11,7 @@ from jsonargparse import Namespace
 
 from retrieval.errors import InputError
 from retrieval.sweeps import as_overrides, load_sweep, main, markdown_table, summarize, trial_count, trial_parameters
-from train import RetrieverCLI, resolve_auto_ckpt
+from commands.cli import RetrieverCLI, resolve_auto_ckpt
 
 
 def _sweep(tmp_path: Path, text: str) -> Path:
@@ -169,18 +169,21 @@ def test_cli_resolves_ckpt_path_auto_before_anything_loads(tmp_path: Path) -> No
         logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=str(logs)))
         model = Namespace(encoder=Namespace(class_path="lightning_modules.encoders.CLIPEncoder", init_args=Namespace()))
         cli.config = Namespace(subcommand="fit", fit=Namespace(
-            ckpt_path=ckpt_path, model=model, trainer=Namespace(default_root_dir=run and str(run), logger=logger)))
+            ckpt_path=ckpt_path, model=model, run_dir=None,
+            trainer=Namespace(default_root_dir=run and str(run), logger=logger)))
         cli._parse_ckpt_path()
         return cli.config.fit.ckpt_path
 
     run, logs = tmp_path / "run", tmp_path / "logs"
     assert parse("auto") is None
-    last = _touch(logs / "v" / "checkpoints" / "last.ckpt", 1000)
+    _touch(logs / "v" / "checkpoints" / "last.ckpt", 3000)  # outside the run directory: not this run's
+    assert parse("auto") is None
+    last = _touch(run / "version_0" / "checkpoints" / "last.ckpt", 1000)
     assert parse("auto") == str(last)
     hpc = _touch(run / "hpc_ckpt_1.ckpt", 2000)
     assert parse("auto") == str(hpc)
     assert parse(str(last)) == str(last)  # any other value is left alone
     assert parse(None) is None
     run = None  # no run directory to search: refused rather than searching the working directory
-    with pytest.raises(InputError, match="--ckpt_path auto needs --trainer.default_root_dir"):
+    with pytest.raises(InputError, match=r"--ckpt_path auto needs --run_dir \(or --trainer.default_root_dir\)"):
         parse("auto")

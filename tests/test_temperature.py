@@ -30,7 +30,8 @@ def _fit(data_dir: Path, encoder: CLIPEncoder, root: Path, steps: int, callbacks
     L.seed_everything(0)
     module = UniversalRetriever(copy.deepcopy(encoder), loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True),
                                 lr=1e-3, **module_options)
-    dm = WebQADataModule(str(data_dir), negatives_file="webqa", batch_size=8, eval_batch_size=32, num_workers=0)
+    dm = WebQADataModule(str(data_dir), negatives_file="webqa", batch_size=8, eval_batch_size=32, num_workers=0,
+                         processor=module.encoder.processor)
     recorder = LogitScaleRecorder()
     L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
               enable_checkpointing=False, limit_val_batches=0, max_steps=steps, default_root_dir=str(root),

@@ -1,0 +1,55 @@
+"""Write each evaluation's ``run.trec`` and ``metrics.json`` (as lightning-ir's ``RankCallback(save_dir=...)``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from callbacks.run_directory import run_directory
+from retrieval.report import write_evaluation
+
+
+@dataclass(frozen=True)
+class WrittenEvaluation:
+    """One evaluation on disk: split, the step it is labelled with, its folder and metrics."""
+
+    split: str
+    step: int
+    directory: str
+    metrics: dict[str, float]
+
+
+class EvaluationWriter(Callback):
+    """After every validation and test (not the sanity check), rank 0 writes the module's ``last_evaluation`` into
+    ``<save_dir>/<split>-step<NNNNNNN>/``: ``run.trec`` (the mixed-corpus run in trec_eval's order) and
+    ``metrics.json``. The step is the fit's, or the evaluated checkpoint's outside ``fit``.
+
+    Args:
+        save_dir: where the evaluation folders go; default ``<run directory>/eval``.
+    """
+
+    def __init__(self, save_dir: str | None = None) -> None:
+        self.save_dir = save_dir
+        self.written: list[WrittenEvaluation] = []
+        self._seen: Any = None
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        base = Path(self.save_dir) if self.save_dir else run_directory(trainer) / "eval"  # all ranks (may broadcast)
+        evaluation = getattr(pl_module, "last_evaluation", None)
+        if trainer.sanity_checking or evaluation is None or evaluation is self._seen:
+            return
+        self._seen = evaluation
+        folder = base / f"{evaluation.split}-step{evaluation.step:07d}"
+        if trainer.is_global_zero:
+            write_evaluation(folder, evaluation.runs["all"], evaluation.metrics, evaluation.tag)
+        self.written.append(WrittenEvaluation(evaluation.split, evaluation.step, str(folder), dict(evaluation.metrics)))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module)

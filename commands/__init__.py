@@ -1,0 +1,1 @@
+"""The command line (``train.py``): the Lightning CLI with ``mine`` and ``demo``, run directories, the demo."""

@@ -1,0 +1,293 @@
+"""The command line: ``python train.py {fit,validate,test,predict,mine,demo} --config ...`` (one Lightning CLI).
+
+Every subcommand takes ``--help``, ``--config``, ``--print_config`` and dotted overrides. ``mine`` and ``demo`` are
+methods of :class:`RetrieverTrainer`, added the way lightning-ir adds ``index``/``search``; ``demo`` builds no model
+itself (it runs the other commands).
+
+Run directories (``callbacks.run_directory``): a fresh ``fit`` writes everything (checkpoints, evaluations, mined
+negatives, configuration, logs, ``run.json``) under ``--run_dir``, by default the next ``version_N`` under
+``trainer.default_root_dir``; a resumed ``fit`` continues in its checkpoint's run; ``validate``/``test``/``predict``/
+``mine`` of a checkpoint write under that checkpoint's run (or ``--run_dir``) without opening a logger version.
+``--ckpt_path auto`` (SLURM requeue): the newest ``hpc_ckpt_*.ckpt`` or ``last*.ckpt`` under ``--run_dir`` or
+``trainer.default_root_dir``, none (a fresh start) when there is neither.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from callbacks.ance_mining import ANCEMiningCallback
+from callbacks.evaluation_writer import EvaluationWriter
+from callbacks.run_directory import MANIFEST, run_directory, run_of_checkpoint
+from callbacks.run_manifest import RunManifest
+from datamodules.webqa_datamodule import WebQADataModule
+from lightning_modules.checkpoint_config import report_checkpoint_differences
+from lightning_modules.retriever import UniversalRetriever
+from retrieval.atomic import atomic_write
+from retrieval.errors import InputError, exit_status
+
+#: Environment variable through which the first process hands its run directory to the ranks it launches.
+RUN_DIR_ENV = "UNIVL_RUN_DIR"
+#: Root of the run directories when the configuration names no ``trainer.default_root_dir``.
+DEFAULT_ROOT = "runs"
+
+
+class RetrieverTrainer(L.Trainer):
+    """Lightning's ``Trainer`` with this project's commands. ``run_dir`` is the run directory the CLI chose."""
+
+    run_dir: Path | None = None
+
+    def mine(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        out: str | None = None,
+        top_k: int = 100,
+    ) -> str:
+        """Mine hard negatives for the training queries with a checkpoint (paper stage 2).
+
+        Args:
+            model: the retriever (weights from ``ckpt_path``, else from the configuration).
+            datamodule: the data the training queries and the corpus come from.
+            ckpt_path: checkpoint to mine with.
+            out: negatives file to write (default ``<run dir>/negatives/train-negatives-step<N>.json``).
+            top_k: depth of the mined lists (the paper: 100).
+
+        Returns:
+            The path of the negatives file. The dev split is evaluated on the way (``<run dir>/eval``).
+        """
+        miner = ANCEMiningCallback(on_validate=True, top_k=top_k, output_file=out)
+        self.callbacks.append(miner)
+        try:
+            self.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        finally:
+            self.callbacks.remove(miner)
+        path = miner.mined_files[-1]
+        if self.is_global_zero:
+            print(f"mined negatives: {path}")
+        return path
+
+    def demo(
+        self,
+        out: str = "runs/demo",
+        size: str = "small",
+        seed: int = 0,
+        stage1_epochs: int = 16,
+        stage3_epochs: int = 12,
+        refresh_every: int = 69,
+    ) -> list[dict[str, Any]]:
+        """The mini-WebQA demo on CPU: stage 1 CLIP-DPR, mining, stage 3 UniVL-DR, test, results table and plot.
+
+        Args:
+            out: output folder (data, runs, results.md, results.json, results.png).
+            size: mini-WebQA preset, ``tiny`` or ``small``.
+            seed: seed of the data and of both stages.
+            stage1_epochs: epochs of stage 1.
+            stage3_epochs: epochs of stage 3.
+            refresh_every: re-mine hard negatives every this many steps in stage 3.
+        """
+        from commands.demo import run_demo
+
+        return run_demo(Path(out), size, seed, stage1_epochs, stage3_epochs, refresh_every)
+
+
+class RunConfig(SaveConfigCallback):
+    """Save the command's full configuration as ``<run dir>/<subcommand>-config.yaml`` (rank 0, atomic)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        path = run_directory(trainer) / self.config_filename
+        if trainer.is_global_zero:
+            text = self.parser.dump(self.config, skip_none=False)
+            with atomic_write(path) as handle:
+                handle.write(text)
+        self.already_saved = True
+
+
+def resolve_auto_ckpt(root: str | Path, log_dirs: Iterable[str | Path] = ()) -> str | None:
+    """What ``--ckpt_path auto`` means: the newest (by modification time) of the ``hpc_ckpt_*.ckpt`` (a SLURM
+    preemption checkpoint) and ``last*.ckpt`` files under ``root`` and ``log_dirs``; None when there is none, so
+    that a fresh run starts from nothing."""
+    candidates: set[Path] = set()
+    for folder in {Path(root), *map(Path, log_dirs)}:
+        if folder.is_dir():
+            candidates.update(folder.rglob("hpc_ckpt_*.ckpt"))
+            candidates.update(folder.rglob("last*.ckpt"))
+    stamped = [(path.stat().st_mtime_ns, path.name.startswith("hpc_ckpt_"), str(path)) for path in candidates]
+    return max(stamped)[2] if stamped else None  # on equal times the preemption checkpoint
+
+
+def next_version(root: Path) -> Path:
+    """``root/version_N`` with N one above the highest there (``version_0`` in an empty or missing root)."""
+    numbers = [int(p.name.removeprefix("version_")) for p in root.glob("version_*")
+               if p.name.removeprefix("version_").isdigit()]
+    return root / f"version_{max(numbers, default=-1) + 1}"
+
+
+def choose_run_dir(subcommand: str, run_dir: str | None, ckpt_path: str | None, root: str | None) -> Path:
+    """The run directory of a command (see the module docstring)."""
+    if os.environ.get(RUN_DIR_ENV) and int(os.environ.get("LOCAL_RANK", "0")) > 0:
+        return Path(os.environ[RUN_DIR_ENV])  # a rank launched by the first process: the same directory
+    if run_dir:
+        return Path(run_dir)
+    if ckpt_path:
+        return run_of_checkpoint(ckpt_path)
+    base = Path(root or DEFAULT_ROOT)
+    if subcommand != "fit":
+        return base / "untrained"
+    for variable, prefix in (("SLURM_JOB_ID", "slurm"), ("TORCHELASTIC_RUN_ID", "torchrun")):
+        if int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1"))) > 1 and os.environ.get(variable):
+            return base / f"{prefix}-{os.environ[variable]}"  # ranks started together agree on the name
+    return next_version(base)
+
+
+class RetrieverCLI(LightningCLI):
+    """The Lightning CLI of this project (configs compose: ``--config a.yaml --config b.yaml``).
+
+    With ``--ckpt_path``, Lightning's CLI parses the checkpoint's saved hyperparameters over the configuration,
+    silently dropping what the user typed. Here the configuration wins: the checkpoint's values are only compared
+    with it (one line lists the keys that differ), and an encoder architecture other than the checkpoint's is
+    refused before anything loads. The encoder's processor reaches the datamodule through one link
+    (``model`` -> ``data.processor``, at instantiation).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.run_dir: Path | None = None
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "mine": {"model", "datamodule"}, "demo": set()}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_dir", type=str | None, default=None,
+                            help="where this command writes (default: see `python train.py --help`)")
+        parser.link_arguments("model", "data.processor", compute_fn=lambda model: model.encoder.processor,
+                              apply_on="instantiate")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        if subcommand != "demo":
+            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        parser = self.init_parser(**kwargs)  # the demo runs the other commands: no trainer, model or data here
+        self._subcommand_method_arguments[subcommand] = parser.add_method_arguments(klass, subcommand)
+        return parser
+
+    def _set_seed(self) -> None:
+        if self.subcommand != "demo":
+            super()._set_seed()
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand or subcommand == "demo":
+            return
+        config = self.config[subcommand]
+        if config.get("ckpt_path") == "auto":
+            root = config.get("run_dir") or config.trainer.get("default_root_dir")
+            if not root:
+                raise InputError("--ckpt_path auto needs --run_dir (or --trainer.default_root_dir), the folder it searches")
+            config["ckpt_path"] = resolve_auto_ckpt(root)
+            rank_zero_info(f"--ckpt_path auto: {config['ckpt_path'] or 'none, a fresh start'}")
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and not Path(ckpt_path).is_file():
+            raise InputError(f"--ckpt_path {ckpt_path} does not exist; pass a checkpoint file (a run's "
+                             f"checkpoints/best.ckpt or last.ckpt, listed in its {MANIFEST})")
+        if ckpt_path:
+            report_checkpoint_differences(ckpt_path, config.model)
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand in (None, "demo"):
+            return
+        config = self.config[self.subcommand]
+        self.run_dir = choose_run_dir(self.subcommand, config.get("run_dir"), config.get("ckpt_path"),
+                                      config.trainer.get("default_root_dir"))
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)  # the ranks this process launches use the same one
+        config.trainer.default_root_dir = str(self.run_dir)
+        if self.subcommand == "fit":
+            for logger in _loggers(config.trainer.get("logger")):
+                logger.init_args.save_dir = str(self.run_dir)
+        else:  # an evaluation or mining of a checkpoint opens no logger version; its files and run.json say it all
+            config.trainer.logger = False
+        self.save_config_kwargs["config_filename"] = f"{self.subcommand}-config.yaml"
+
+    def instantiate_classes(self) -> None:
+        if self.subcommand == "demo":
+            self.config_init = self.parser.instantiate_classes(self.config)
+            self.model = self.datamodule = self.trainer = None
+            return
+        super().instantiate_classes()
+        if self.trainer is None or self.run_dir is None:
+            return
+        self.trainer.run_dir = self.run_dir
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(self.run_dir / "checkpoints")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(cb, EvaluationWriter) for cb in trainer.callbacks):
+            trainer.callbacks.append(EvaluationWriter())
+        if not any(isinstance(cb, RunManifest) for cb in trainer.callbacks):
+            trainer.callbacks.append(RunManifest())
+        return trainer
+
+    def before_fit(self) -> None:
+        loss, dm = self.model.loss, self.datamodule
+        mines_at_start = any(getattr(cb, "at_fit_start", False) for cb in self.trainer.callbacks)
+        loss.check_has_negatives(dm.hparams.batch_size, self.trainer.world_size, dm.hard_negatives_per_query(),
+                                 mines_at_start, negatives=f"negatives_file={dm.hparams.negatives_file}, "
+                                                           f"strategy={dm.strategy.name}")
+
+    def after_fit(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        print(f"run directory: {self.run_dir}\nbest checkpoint: {best or 'none'}\nmanifest: {self.run_dir / MANIFEST}")
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand != "demo":
+            return super()._run_subcommand(subcommand)
+        arguments = {k: v for k, v in self.config_init[subcommand].items()
+                     if k in self._subcommand_method_arguments[subcommand]}
+        RetrieverTrainer.demo(None, **arguments)  # the demo needs no trainer of its own
+
+
+def _loggers(value: Any) -> list[Any]:
+    """The configured loggers that take a ``save_dir`` (``trainer.logger`` may be one, a list, or a bool)."""
+    loggers = value if isinstance(value, list) else [value]
+    return [lg for lg in loggers if hasattr(lg, "init_args") and lg.init_args is not None and "save_dir" in lg.init_args]
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:
+    """Build (and by default run) the CLI for ``args`` (the command line when None)."""
+    return RetrieverCLI(
+        UniversalRetriever,
+        WebQADataModule,
+        trainer_class=RetrieverTrainer,
+        args=args,
+        run=run,
+        save_config_callback=RunConfig,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (the command line when None); bad input ends as one ``error: ...`` line, exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+
+    def run() -> int:
+        cli_main(None if args == sys.argv[1:] else args)
+        return 0
+
+    return exit_status(run)
