@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.checkpoint_config import report_checkpoint_differences
+from lightning_modules.cli_parser import RetrieverArgumentParser
 from lightning_modules.retriever import UniversalRetriever
 from retrieval.errors import InputError, exit_status
 
@@ -77,6 +78,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:
         run=run,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"},
+        parser_class=RetrieverArgumentParser,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -16,6 +16,7 @@ from lightning_modules.corpus_search import EncodedShard, count_rows, gather_que
 from lightning_modules.encoders.base import RetrievalEncoder
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
+from lightning_modules.weights_fit import describe_model, load_fitting_state_dict
 from retrieval.errors import InputError
 from retrieval.index import check_index_factory
 from retrieval.report import evaluate_and_write
@@ -175,6 +176,12 @@ class UniversalRetriever(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ARCHITECTURE_KEY] = self.encoder.architecture()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, **kwargs: Any) -> Any:
+        """``nn.Module.load_state_dict``, but weights of another architecture are one InputError line."""
+        model = describe_model(type(self).__name__, self.encoder.architecture())
+        return load_fitting_state_dict(self, super().load_state_dict, state_dict, strict, model,
+                                       getattr(self._trainer, "ckpt_path", None), **kwargs)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
