@@ -317,7 +317,8 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
     out = work / "fit"
     common = ["--config", "configs/tiny/univl_dr_tiny.yaml", "--trainer.devices", "1", "--trainer.strategy", "ddp",
               "--trainer.default_root_dir", str(out / "root"), "--trainer.logger.init_args.save_dir", str(out / "logs"),
-              "--data.data_dir", str(out / "data"), "--trainer.enable_progress_bar", "false"]
+              "--data.data_dir", "mini-webqa:small", "--trainer.enable_progress_bar", "false"]
+    env = {**runner.env, "UNIVL_RETRIEVAL_CACHE": str(out / "cache")}  # the named dataset is generated there
     if dry_run:
         common += ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--data.num_workers", "0"]
         schedule = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
@@ -326,7 +327,7 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
         common += ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]
         schedule = ["--trainer.max_epochs", "2", "--trainer.callbacks.init_args.every_n_steps", "20"]
     schedule += ["--trainer.check_val_every_n_epoch", "1"]
-    fit = runner.run("fit", [PYTHON, "train.py", "fit", *common, *schedule], 300)
+    fit = runner.run("fit", [PYTHON, "train.py", "fit", *common, *schedule], 300, env=env)
     versions = sorted((out / "logs" / "logs").glob("version_*"))
     checkpoints = sorted((out / "logs" / "logs").glob("version_*/checkpoints/last.ckpt"))
     if fit.rc != 0 or not checkpoints:
@@ -338,7 +339,7 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
     refresh_steps = [int(re.search(r"step(\d+)", p.name).group(1)) for p in refreshes]
     val_mrr = read_metric(list(fit_dir.glob("eval/dev-step*/metrics.json")))
     backend = re.search(r"distributed_backend=(\w+)", fit.text)
-    test = runner.run("test", [PYTHON, "train.py", "test", *common, "--ckpt_path", str(checkpoints[-1])], 150)
+    test = runner.run("test", [PYTHON, "train.py", "test", *common, "--ckpt_path", str(checkpoints[-1])], 150, env=env)
     new_versions = [v for v in sorted((out / "logs" / "logs").glob("version_*")) if v not in versions]
     test_files = [p for v in new_versions for p in v.glob("eval/test-step*/metrics.json")]
     test_mrr = read_metric(test_files)

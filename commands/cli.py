@@ -29,6 +29,7 @@ from callbacks.ance_mining import ANCEMiningCallback
 from callbacks.evaluation_writer import EvaluationWriter
 from callbacks.run_directory import MANIFEST, run_directory, run_of_checkpoint
 from callbacks.run_manifest import RunManifest
+from commands.parser import RetrieverArgumentParser
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.checkpoint_config import report_checkpoint_differences
 from lightning_modules.retriever import UniversalRetriever
@@ -279,6 +280,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:
         save_config_callback=RunConfig,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"},
+        parser_class=RetrieverArgumentParser,
     )
 
 

@@ -53,6 +53,19 @@ class NegativeStrategy:
         return 2 * self.k if self.mixed else self.n_image + self.n_text
 
 
+def find_negatives_file(name: str | Path, data_dir: Path) -> Path:
+    """The negatives file ``name``: an absolute path as given; a relative one in ``data_dir`` first, then in the
+    working directory. InputError naming where it looked and how to mine one if it is in none of them."""
+    path = Path(name)
+    places = [path] if path.is_absolute() else [data_dir / path, path]
+    found = next((p for p in places if p.exists()), None)
+    if found is not None:
+        return found
+    looked = "" if path.is_absolute() else f" (looked in {data_dir / path} and {Path.cwd() / path})"
+    raise InputError(f"negatives file {name} not found{looked}; mine one with: python train.py mine --config ... "
+                     "--ckpt_path ..., or set data.negatives_file to an existing file, webqa or null")
+
+
 @dataclass
 class NegativePool:
     """Ranked hard-negative candidates per training query, as corpus indices, positives removed."""

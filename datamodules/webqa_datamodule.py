@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 
 from datamodules.batching import CorpusCollator, DocumentLoader, QueryCollator, TrainCollator
 from datamodules.image_store import ImageStore
-from datamodules.negatives import NegativePool, NegativeStrategy, webqa_distractor_pool
+from datamodules.named_datasets import parse_dataset_name
+from datamodules.negatives import NegativePool, NegativeStrategy, find_negatives_file, webqa_distractor_pool
 from datamodules.samplers import ContiguousShardSampler, IndexDataset, NegativeRegistry, TrainSampleSampler
 from datamodules.webqa_release import (
     Corpus,
@@ -80,7 +81,9 @@ class WebQADataModule(L.LightningDataModule):
     """Reads a data directory in the UniVL-DR release layout.
 
     Args:
-        data_dir: the directory (``train.json``, ``all_docs.json``, ``imgs.tsv``, ...).
+        data_dir: the directory (``train.json``, ``all_docs.json``, ``imgs.tsv``, ...), or the name of an embedded
+            dataset, ``mini-webqa:small`` or ``mini-webqa:tiny`` (``datamodules.named_datasets``), generated on
+            first use into a cache directory.
         caption_file: image caption file; a verbalized one (``all_imgs_exp.json``) drops in.
         negatives_file: ranked hard negatives in the release's mined schema; ``"webqa"`` uses the
             query file's own distractors; ``None`` trains with in-batch negatives only. Relative
@@ -95,9 +98,6 @@ class WebQADataModule(L.LightningDataModule):
         processor: the encoder's tokenizer and image transform (the CLI links ``model.encoder.processor`` here;
             without the CLI, pass it or call :meth:`set_processor`).
         skip_bad_images: encode an undecodable image's caption only and count it, instead of failing.
-        generate_mini_webqa: ``tiny`` or ``small``: if ``data_dir`` holds no ``train.json``, write a
-            synthetic mini-WebQA there first (``datamodules.mini_webqa``), so recipes run out of the box.
-        generate_seed: seed of that generator.
     """
 
     def __init__(
@@ -113,13 +113,12 @@ class WebQADataModule(L.LightningDataModule):
         num_workers: int = 2,
         seed: int = 0,
         skip_bad_images: bool = False,
-        generate_mini_webqa: str | None = None,
-        generate_seed: int = 0,
         processor: Any = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["processor"])
-        self.data_dir = Path(data_dir)
+        self.named_dataset = parse_dataset_name(data_dir)
+        self.data_dir = self.named_dataset.path if self.named_dataset else Path(data_dir)
         self.strategy = NegativeStrategy(negative_strategy, negatives_k)
         self.processor: Any = processor
         self.corpus: Corpus | None = None
@@ -138,16 +137,17 @@ class WebQADataModule(L.LightningDataModule):
         self.processor = processor
 
     def prepare_data(self) -> None:
-        """Generate mini-WebQA into ``data_dir`` when asked and not there yet (local rank 0 only)."""
-        if self.hparams.generate_mini_webqa and not (self.data_dir / "train.json").exists():
-            from datamodules.mini_webqa import generate_mini_webqa
-
-            log.info("generating mini-WebQA (%s) into %s", self.hparams.generate_mini_webqa, self.data_dir)
-            generate_mini_webqa(self.data_dir, size=self.hparams.generate_mini_webqa, seed=self.hparams.generate_seed)
+        """Generate a named dataset into the cache if it is not there yet (local rank 0 only); a path is only read."""
+        if self.named_dataset and not self.data_dir.is_dir():
+            log.info("generating %s into %s", self.hparams.data_dir, self.data_dir)
+            self.named_dataset.prepare()
 
     def setup(self, stage: str | None = None) -> None:
+        if self.named_dataset:
+            self.named_dataset.prepare()  # a no-op after prepare_data (the Trainer calls it first)
         if not self.data_dir.is_dir():
-            raise InputError(f"data directory {self.data_dir} does not exist; set data.data_dir (or generate one: python -m datamodules.mini_webqa --out DIR)")
+            raise InputError(f"data directory {self.data_dir} does not exist; fix data.data_dir, "
+                             "or set it to mini-webqa:small for the embedded synthetic dataset")
         if self.corpus is None:
             self.corpus = Corpus.from_release(self.data_dir, self.hparams.caption_file)
             self.images = ImageStore(
@@ -186,11 +186,8 @@ class WebQADataModule(L.LightningDataModule):
             log.info("no negatives_file: training with in-batch negatives only")
 
     def resolve(self, path: str) -> Path:
-        """A relative path is looked up in ``data_dir`` first, then the working directory."""
-        candidate = Path(path)
-        if not candidate.is_absolute() and (self.data_dir / candidate).exists():
-            return self.data_dir / candidate
-        return candidate
+        """A relative path is looked up in ``data_dir`` first, then the working directory (InputError if in neither)."""
+        return find_negatives_file(path, self.data_dir)
 
     def load_negatives(self, source: str | None) -> NegativePool:
         """The pool named by ``source`` (a file, ``"webqa"``, or None for none), checked against the strategy."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from lightning_modules.encoders.base import RetrievalEncoder
 from lightning_modules.in_batch_metrics import InBatchRetrievalMetrics
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
+from lightning_modules.weights_fit import describe_model, load_fitting_state_dict
 from retrieval.index import IndexConfig
 from retrieval.report import SearchResult, evaluate_runs, score_runs
 
@@ -208,6 +210,12 @@ class UniversalRetriever(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ARCHITECTURE_KEY] = self.encoder.architecture()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, **kwargs: Any) -> Any:
+        """``nn.Module.load_state_dict``, but weights of another architecture are one InputError line."""
+        model = describe_model(type(self).__name__, self.encoder.architecture())
+        return load_fitting_state_dict(self, super().load_state_dict, state_dict, strict, model,
+                                       getattr(self._trainer, "ckpt_path", None), **kwargs)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

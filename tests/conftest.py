@@ -1,5 +1,8 @@
 """Shared fixtures: a generated tiny mini-WebQA and a tiny CLIP encoder (built once per session).
 
+Named datasets (``mini-webqa:tiny``) are generated into a cache directory of the session
+(``UNIVL_RETRIEVAL_CACHE``, set for the whole session and inherited by CLI subprocesses), never into the home directory.
+
 The session also checks that the tests leave the git checkout as they found it: every test must
 write under ``tmp_path``. ``git status`` is recorded when the session starts and compared when it
 ends; a path that appeared or changed in between fails the session (exit status 1) and is listed.
@@ -11,17 +14,28 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from datamodules.mini_webqa import generate_mini_webqa
+from datamodules.named_datasets import CACHE_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Ignored paths that only a run writes (see .gitignore); other ignored files (bytecode, egg-info) are not checked.
 RUN_OUTPUT_DIRS = ("runs/", "data/", "lightning_logs/", "wandb/", "eval/")
 _checkout_before = pytest.StashKey[dict[str, tuple]]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def retrieval_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's cache of named datasets, in ``UNIVL_RETRIEVAL_CACHE`` for the whole session."""
+    cache = tmp_path_factory.mktemp("univl_retrieval_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="session")

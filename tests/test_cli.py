@@ -56,13 +56,16 @@ def test_unknown_config_key_is_rejected(tiny_data_dir: Path, tmp_path: Path) -> 
 
 
 def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
+    # A mistyped data directory is never filled with generated data, whatever the config (the tiny recipes name
+    # their dataset: mini-webqa:small).
     proc = train("fit", "--config", "configs/tiny/clip_dpr_tiny.yaml", "--data.data_dir", str(tmp_path / "missing"),
-                 "--data.generate_mini_webqa", "null", "--trainer.default_root_dir", str(tmp_path),
-                 "--trainer.logger.init_args.save_dir", str(tmp_path), timeout=120)
+                 "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+                 timeout=120)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: data directory") and "does not exist" in last
-    assert "Traceback" not in proc.stderr
+    assert last == (f"error: data directory {tmp_path / 'missing'} does not exist; fix data.data_dir, "
+                    "or set it to mini-webqa:small for the embedded synthetic dataset")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "missing").exists()
 
 
 def test_mine_command_writes_negatives_for_a_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
