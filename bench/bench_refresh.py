@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import statistics
 import sys
@@ -42,6 +43,7 @@ import torch  # noqa: E402
 from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
 
 from callbacks.ance_mining import ANCEMiningCallback  # noqa: E402
+from datamodules.batches import DocBatch, QueryBatch  # noqa: E402
 from datamodules.mini_webqa import generate_mini_webqa  # noqa: E402
 from datamodules.webqa_datamodule import WebQADataModule  # noqa: E402
 from lightning_modules.encoders import CLIPEncoder  # noqa: E402
@@ -51,7 +53,7 @@ from retrieval.index import exact_search  # noqa: E402
 PARTS = ("encode_s", "index_s", "search_s", "write_s")
 #: WebQA (UniVL-DR release): image docs, text docs, training queries.
 WEBQA_IMAGES, WEBQA_TEXTS, WEBQA_TRAIN_QUERIES = 389_750, 787_697, 31_766
-Batch = dict[str, Any]
+Batch = QueryBatch | DocBatch
 
 
 # --------------------------------------------------------------------------- mini-WebQA, the real path
@@ -61,7 +63,7 @@ def run_mini_webqa(args: argparse.Namespace) -> None:
     data = Path(args.data_dir) if args.data_dir else generate_mini_webqa(Path(tmp.name) / "mini-webqa", size="small")
     torch.manual_seed(0)
     module = UniversalRetriever(CLIPEncoder("tiny-clip-64px", pretrained=None))
-    dm = WebQADataModule(str(data), num_workers=args.workers, eval_batch_size=256)
+    dm = WebQADataModule(str(data), num_workers=args.workers, eval_batch_size=256, processor=module.encoder.processor)
     runs = []
     for repeat in range(args.repeats):
         output = str(Path(tmp.name) / f"negatives-{repeat}.json")
@@ -95,17 +97,18 @@ def synthetic_batches(module: UniversalRetriever, batch_size: int) -> dict[str, 
     """One CPU batch of each kind in the loader's layout (``datamodules.batching``): image docs, text docs, queries."""
     generator = torch.Generator().manual_seed(0)
     shape = module.encoder.processor.image_shape
-    ids = torch.arange(batch_size)
-    images = {"ids": ids, "is_image": torch.ones(batch_size, dtype=torch.bool), "text_tokens": None,
-              "image_pixels": torch.randn((batch_size, *shape), generator=generator),
-              "caption_tokens": synthetic_tokens(module, batch_size, "caption"),
-              "image_valid": torch.ones(batch_size, dtype=torch.bool)}
-    texts = {"ids": ids, "is_image": torch.zeros(batch_size, dtype=torch.bool),
-             "text_tokens": synthetic_tokens(module, batch_size, "fact"),
-             "image_pixels": torch.zeros((0, *shape)), "caption_tokens": None,
-             "image_valid": torch.zeros(0, dtype=torch.bool)}
-    return {"image docs": {"docs": images}, "text docs": {"docs": texts},
-            "queries": {"query_index": ids, "query_tokens": synthetic_tokens(module, batch_size, "query")}}
+    index = torch.arange(batch_size)
+    ids = [str(i) for i in range(batch_size)]
+    images = DocBatch(index=index, ids=ids, is_image=torch.ones(batch_size, dtype=torch.bool), text_tokens=None,
+                      image_pixels=torch.randn((batch_size, *shape), generator=generator),
+                      caption_tokens=synthetic_tokens(module, batch_size, "caption"),
+                      image_valid=torch.ones(batch_size, dtype=torch.bool))
+    texts = DocBatch(index=index, ids=ids, is_image=torch.zeros(batch_size, dtype=torch.bool),
+                     text_tokens=synthetic_tokens(module, batch_size, "fact"),
+                     image_pixels=torch.zeros((0, *shape)), caption_tokens=None,
+                     image_valid=torch.zeros(0, dtype=torch.bool))
+    queries = QueryBatch(index=index, ids=ids, tokens=synthetic_tokens(module, batch_size, "query"))
+    return {"image docs": images, "text docs": texts, "queries": queries}
 
 
 def synchronize(device: torch.device) -> None:
@@ -116,7 +119,7 @@ def synchronize(device: torch.device) -> None:
 def time_encoding(module: UniversalRetriever, batch: Batch, n: int, device: torch.device,
                   autocast: Callable[[], contextlib.AbstractContextManager]) -> float:
     """Seconds to embed ``n`` items in batches like ``batch`` (moved to the device per batch), after one warm-up."""
-    batch_size = len(batch["query_index"]) if "query_index" in batch else len(batch["docs"]["ids"])
+    batch_size = len(batch)
     with torch.no_grad(), autocast():
         module.embed_batch(move_data_to_device(batch, device))  # warm-up: kernels, allocator, autotuning
         synchronize(device)
@@ -129,10 +132,9 @@ def time_encoding(module: UniversalRetriever, batch: Batch, n: int, device: torc
 
 
 def truncate(batch: Batch, n: int) -> Batch:
-    """The first ``n`` items of a synthetic batch (every tensor in it is per item)."""
-    if "docs" not in batch:
-        return {key: value[:n] for key, value in batch.items()}
-    return {"docs": {key: None if value is None else value[:n] for key, value in batch["docs"].items()}}
+    """The first ``n`` items of a synthetic batch (every field of it is per item)."""
+    return dataclasses.replace(batch, **{f.name: None if getattr(batch, f.name) is None else getattr(batch, f.name)[:n]
+                                         for f in dataclasses.fields(batch)})
 
 
 def synthetic_corpus(n: int, dim: int, device: torch.device, chunk: int = 262_144) -> torch.Tensor:

@@ -54,6 +54,7 @@ import torch  # noqa: E402
 from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from datamodules.batches import TrainBatch  # noqa: E402
 from datamodules.mini_webqa import generate_mini_webqa  # noqa: E402
 from datamodules.webqa_datamodule import WEBQA_DISTRACTORS, WebQADataModule  # noqa: E402
 from lightning_modules.encoders.clip import CLIPEncoder  # noqa: E402
@@ -65,7 +66,7 @@ MODEL_NAME = "tiny-clip-64px"
 PRECISIONS = ("32-true", "bf16-mixed")
 TARGET_RATIO = 0.9
 MEDIAN_STEP = "median step"
-Batch = dict[str, Any]
+Batch = TrainBatch
 
 
 # --------------------------------------------------------------------------- setup
@@ -403,8 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def describe_batches(dm: WebQADataModule, batches: list[Batch]) -> str:
     """One line about the data: queries, docs per batch, batches where the 0 * sum(params) guard fires."""
-    docs = statistics.mean(len(b["docs"]["ids"]) for b in batches)
-    text_only = sum(b["docs"]["caption_tokens"] is None for b in batches)
+    docs = statistics.mean(len(b.docs) for b in batches)
+    text_only = sum(not b.has_images for b in batches)
     return (f"{len(dm.train_queries)} train queries, {docs:.0f} docs per batch on average, "
             f"{text_only} of {len(batches)} batches without image docs (where compute_loss adds 0 * sum(params))")
 

@@ -316,7 +316,6 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
     """``train.py fit`` with NCCL DDP at world size 1 (gloo on the CPU in a dry run), then ``train.py test``."""
     out = work / "fit"
     common = ["--config", "configs/tiny/univl_dr_tiny.yaml", "--trainer.devices", "1", "--trainer.strategy", "ddp",
-              "--trainer.default_root_dir", str(out / "root"), "--trainer.logger.init_args.save_dir", str(out / "logs"),
               "--data.data_dir", "mini-webqa:small", "--trainer.enable_progress_bar", "false"]
     env = {**runner.env, "UNIVL_RETRIEVAL_CACHE": str(out / "cache")}  # the named dataset is generated there
     if dry_run:
@@ -327,36 +326,37 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
         common += ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]
         schedule = ["--trainer.max_epochs", "2", "--trainer.callbacks.init_args.every_n_steps", "20"]
     schedule += ["--trainer.check_val_every_n_epoch", "1"]
-    fit = runner.run("fit", [PYTHON, "train.py", "fit", *common, *schedule], 300, env=env)
-    versions = sorted((out / "logs" / "logs").glob("version_*"))
-    checkpoints = sorted((out / "logs" / "logs").glob("version_*/checkpoints/last.ckpt"))
-    if fit.rc != 0 or not checkpoints:
-        reason = fit.failure() if fit.rc != 0 else f"no last.ckpt under {out / 'logs'}"
+    run_dir = out / "run"
+    fit = runner.run("fit", [PYTHON, "train.py", "fit", *common, *schedule, "--run_dir", str(run_dir)], 300, env=env)
+    manifest = read_manifest(run_dir)
+    last = manifest.get("last_checkpoint")
+    if fit.rc != 0 or not last:
+        reason = fit.failure() if fit.rc != 0 else f"no last checkpoint in {run_dir / 'run.json'}"
         runner.report(Result("fit-ddp", "FAIL", f"fit: {reason}", fit.seconds, {}))
         return
-    fit_dir = checkpoints[-1].parent.parent
-    refreshes = sorted(fit_dir.glob("negatives/train-negatives-step*.json"))
-    refresh_steps = [int(re.search(r"step(\d+)", p.name).group(1)) for p in refreshes]
-    val_mrr = read_metric(list(fit_dir.glob("eval/dev-step*/metrics.json")))
+    refresh_steps = [m["step"] for m in manifest.get("mined", [])]
+    val_mrr = read_metric([Path(e["directory"]) / "metrics.json" for e in manifest.get("evaluations", [])
+                           if e["split"] == "dev"])
     backend = re.search(r"distributed_backend=(\w+)", fit.text)
-    test = runner.run("test", [PYTHON, "train.py", "test", *common, "--ckpt_path", str(checkpoints[-1])], 150, env=env)
-    new_versions = [v for v in sorted((out / "logs" / "logs").glob("version_*")) if v not in versions]
-    test_files = [p for v in new_versions for p in v.glob("eval/test-step*/metrics.json")]
+    test = runner.run("test", [PYTHON, "train.py", "test", *common, "--ckpt_path", last], 150, env=env)
+    tested = [e for e in read_manifest(run_dir).get("evaluations", []) if e["split"] == "test"]
+    test_files = [Path(e["directory"]) / "metrics.json" for e in tested]
     test_mrr = read_metric(test_files)
-    keep_artifacts(fit_dir, new_versions, runner.logs / "fit")
+    keep_artifacts(run_dir, runner.logs / "fit")
     numbers = {"fit_s": fit.seconds, "test_s": test.seconds, "refresh_steps": refresh_steps, "val_MRR@10": val_mrr,
-               "test_MRR@10": test_mrr, "backend": backend.group(1) if backend else None}
+               "test_MRR@10": test_mrr, "test_step": tested[-1]["step"] if tested else None, "backend": backend.group(1) if backend else None}
     val_text = f"{val_mrr:.2f}" if val_mrr is not None else "missing"
     test_text = f"{test_mrr:.2f}" if test_mrr is not None else "missing"
     message = (f"fit {fit.seconds:.0f} s ({'CPU gloo, dry run' if dry_run else 'GPU bf16-mixed'}, DDP backend "
                f"{numbers['backend']}, world size 1), {len(refresh_steps)} in-loop ANCE refresh"
                f"{'es' if len(refresh_steps) != 1 else ''} (steps {refresh_steps}), "
-               f"val MRR@10 {val_text}; test {test.seconds:.0f} s, test MRR@10 {test_text}")
+               f"val MRR@10 {val_text}; test {test.seconds:.0f} s of last.ckpt (labelled step {numbers['test_step']}), "
+               f"test MRR@10 {test_text}")
     problems = []
     if test.rc != 0:
         problems.append(f"test: {test.failure()}")
     elif not test_files:
-        problems.append("test: no eval/test-step*/metrics.json written")
+        problems.append("test: no test evaluation in run.json")
     if not refresh_steps:
         problems.append("no in-loop refresh happened")
     if not dry_run and numbers["backend"] != "nccl":
@@ -365,14 +365,20 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
     runner.report(Result("fit-ddp", status, "; ".join(problems + [message]), fit.seconds + test.seconds, numbers))
 
 
-def keep_artifacts(fit_dir: Path, test_dirs: list[Path], dest: Path) -> None:
-    """Copy the small outputs of the fit and test runs (configs, metrics) next to the logs."""
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's ``run.json`` (empty when the run wrote none)."""
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def keep_artifacts(run_dir: Path, dest: Path) -> None:
+    """Copy the small outputs of the fit and test runs (manifest, configs, metrics) next to the logs."""
     dest.mkdir(parents=True, exist_ok=True)
-    for run_dir, tag in [(fit_dir, "fit"), *[(d, "test") for d in test_dirs]]:
-        for path in [run_dir / "config.yaml", run_dir / "metrics.csv", *run_dir.glob("eval/*/metrics.json")]:
-            if path.is_file():
-                name = "-".join(path.relative_to(run_dir).parts)
-                shutil.copyfile(path, dest / f"{tag}-{name}")
+    small = [run_dir / "run.json", *run_dir.glob("*-config.yaml"), *run_dir.rglob("metrics.csv"),
+             *run_dir.glob("eval/*/metrics.json")]
+    for path in small:
+        if path.is_file():
+            shutil.copyfile(path, dest / "-".join(path.relative_to(run_dir).parts))
 
 
 def pytest_counts(text: str) -> dict[str, int]:
