@@ -9,6 +9,7 @@ flat however much of the file is read, since only the index is held and one line
 
     python bench/bench_image_reading.py [--n 20000] [--reads 3000] [--image-size 256] [--dir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,18 @@ class StoreDataset:
         from torchvision import transforms  # torch stays out of the lean --probe process
 
         self.store, self.ids = store, ids
-        self.transform = transforms.Compose([
-            transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize(CLIP_MEAN, CLIP_STD),
-        ]) if clip else transforms.PILToTensor()
+        self.transform = (
+            transforms.Compose(
+                [
+                    transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+                    transforms.CenterCrop(224),
+                    transforms.ToTensor(),
+                    transforms.Normalize(CLIP_MEAN, CLIP_STD),
+                ]
+            )
+            if clip
+            else transforms.PILToTensor()
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -62,8 +71,10 @@ def rss_mb() -> tuple[float, float]:
 
 def peak_rss_mb() -> tuple[float, float]:
     """Peak resident memory so far, in MiB: (this process, largest finished child)."""
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    )
 
 
 @dataclass
@@ -82,12 +93,16 @@ class Row:
     def format(self) -> str:
         per_worker = self.rate / max(self.workers, 1)
         mib = [f"{v:.0f}" if v else "-" for v in (*self.rss_1k[:1], self.rss_end[0], self.rss_1k[1], self.rss_end[1])]
-        return (f"{self.mode:<8} {self.workers:>7} {self.images:>7} {self.rate:>8.0f} {per_worker:>10.0f}"
-                f" {mib[0]:>9} {mib[1]:>9} {mib[2]:>10} {mib[3]:>10}")
+        return (
+            f"{self.mode:<8} {self.workers:>7} {self.images:>7} {self.rate:>8.0f} {per_worker:>10.0f}"
+            f" {mib[0]:>9} {mib[1]:>9} {mib[2]:>10} {mib[3]:>10}"
+        )
 
 
-HEADER = (f"{'mode':<8} {'workers':>7} {'images':>7} {'img/s':>8} {'img/s/wkr':>10}"
-          f" {'main@1k':>9} {'main@end':>9} {'wkr@1k':>10} {'wkr@end':>10}   (RSS in MiB)")
+HEADER = (
+    f"{'mode':<8} {'workers':>7} {'images':>7} {'img/s':>8} {'img/s/wkr':>10}"
+    f" {'main@1k':>9} {'main@end':>9} {'wkr@1k':>10} {'wkr@end':>10}   (RSS in MiB)"
+)
 
 
 def read_through_loader(store: ImageStore, ids: list[str], clip: bool, workers: int) -> Row:
@@ -122,8 +137,12 @@ def probe(directory: Path, seed: int) -> dict[str, float]:
 
 def run_probe(directory: Path, seed: int) -> Row:
     """:func:`probe` in a fresh interpreter that imports no torch, so its RSS is the store's own."""
-    out = subprocess.run([sys.executable, __file__, "--probe", str(directory), "--seed", str(seed)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--probe", str(directory), "--seed", str(seed)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     r = json.loads(out.splitlines()[-1])
     print(f"lean process (numpy + PIL, no torch): RSS {r['before']:.0f} MiB before reading", flush=True)
     return Row("loop", 0, int(r["images"]), r["seconds"], (r["1k"], 0.0), (r["end"], 0.0))
@@ -149,8 +168,10 @@ def run(directory: Path, n: int, reads: int, image_size: int, seed: int) -> None
     size = (directory / TSV_NAME).stat().st_size
     index_kib = (store._ids.nbytes + store._offsets.nbytes) / 1024
     made = f"generated in {seconds:.0f}s" if seconds else "reused"
-    print(f"{TSV_NAME}: {len(store)} images of {image_size}px, {size / MB:.0f} MiB ({made}); "
-          f"ImageStore index in memory: {index_kib:.0f} KiB")
+    print(
+        f"{TSV_NAME}: {len(store)} images of {image_size}px, {size / MB:.0f} MiB ({made}); "
+        f"ImageStore index in memory: {index_kib:.0f} KiB"
+    )
     lean = run_probe(directory, seed)
     print(f"torch process: RSS {rss_mb()[0]:.0f} MiB before reading (interpreter + torch + torchvision)")
     rng = random.Random(seed)
@@ -164,8 +185,10 @@ def run(directory: Path, n: int, reads: int, image_size: int, seed: int) -> None
             print(read_through_loader(store, sample, clip, workers).format(), flush=True)
     print(read_through_loader(store, everything, False, 2).format(), " <- every image once, DataLoader")
     peak_self, peak_child = peak_rss_mb()
-    print(f"peak RSS (getrusage): main {peak_self:.0f} MiB, largest child {peak_child:.0f} MiB "
-          f"(a forked worker's peak starts at the parent's RSS at fork); tsv {size / MB:.0f} MiB")
+    print(
+        f"peak RSS (getrusage): main {peak_self:.0f} MiB, largest child {peak_child:.0f} MiB "
+        f"(a forked worker's peak starts at the parent's RSS at fork); tsv {size / MB:.0f} MiB"
+    )
 
 
 def main() -> None:

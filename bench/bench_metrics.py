@@ -7,6 +7,7 @@ common) drawn from 1M doc ids, with 1-4 relevant docs per query (mostly among th
 median seconds of ``evaluate_run`` over ``--repeats`` runs and its ratio to ``--budget`` seconds. It measures;
 it asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def main() -> None:
         metrics = evaluate_run(run, qrels, image_doc_ids=images)
         seconds.append(time.perf_counter() - start)
     median = statistics.median(seconds)
-    print(f"evaluate_run: {args.queries} queries x {args.depth} docs, median of {args.repeats}: {median:.3f} s "
-          f"(min {min(seconds):.3f}, max {max(seconds):.3f})")
+    print(
+        f"evaluate_run: {args.queries} queries x {args.depth} docs, median of {args.repeats}: {median:.3f} s "
+        f"(min {min(seconds):.3f}, max {max(seconds):.3f})"
+    )
     print(f"budget {args.budget:.2f} s: ratio {median / args.budget:.2f}  (MRR@10 {metrics['MRR@10']:.3f})")
 
 

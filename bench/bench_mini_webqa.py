@@ -6,6 +6,7 @@ For each size, generates the data directory ``--repeats`` times into fresh temp 
 median seconds, its ratio to ``--budget`` seconds (what the old test allowed for ``tiny``) and the bytes
 written. It measures; it asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ def main() -> None:
     for size in args.sizes:
         seconds, n_bytes = time_generation(size, args.repeats)
         median = statistics.median(seconds)
-        print(f"{size:<8}{median:>10.3f}{min(seconds):>8.3f}{max(seconds):>8.3f}{median / args.budget:>8.2f}"
-              f"{n_bytes / 1e6:>8.2f}")
+        print(
+            f"{size:<8}{median:>10.3f}{min(seconds):>8.3f}{max(seconds):>8.3f}{median / args.budget:>8.2f}"
+            f"{n_bytes / 1e6:>8.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ The last line is ``RESULT {json}``.
 
     python bench/bench_search.py --compare-device cuda --sizes 1177447 --queries 5000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,16 +31,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 GEN_CHUNK = 16384
 DOC_SEED, QUERY_SEED = 0, 1
 
 
-def unit_vector_chunks(n: int, dim: int, seed: int) -> Iterator["torch.Tensor"]:  # noqa: F821
+def unit_vector_chunks(n: int, dim: int, seed: int) -> Iterator[torch.Tensor]:
     """Yield seeded random unit vectors [<=GEN_CHUNK, dim] (fp32 torch) until ``n`` have been produced."""
     import torch
 
@@ -69,8 +74,7 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_faiss(n: int, dim: int, queries, k: int, reserve: bool = True,
-              search: bool = True) -> tuple[dict, np.ndarray]:
+def run_faiss(n: int, dim: int, queries, k: int, reserve: bool = True, search: bool = True) -> tuple[dict, np.ndarray]:
     """Build DenseIndex("Flat") chunk by chunk (``reserve``: room reserved up front), then search.
 
     Memory is reported as bytes per doc over the RSS before building: peak after the build, peak overall.
@@ -104,7 +108,7 @@ def run_brute(n: int, dim: int, queries, k: int) -> tuple[dict, np.ndarray]:
     docs, build, offset = torch.empty(n, dim), 0.0, 0
     for chunk in unit_vector_chunks(n, dim, DOC_SEED):
         start = time.perf_counter()
-        docs[offset:offset + len(chunk)] = chunk
+        docs[offset : offset + len(chunk)] = chunk
         build += time.perf_counter() - start
         offset += len(chunk)
     start = time.perf_counter()
@@ -121,18 +125,37 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "brute":
         stats, indices = run_brute(args.n, args.dim, queries, args.k)
     else:
-        stats, indices = run_faiss(args.n, args.dim, queries, args.k, reserve=args.worker != "build-plain",
-                                   search=args.worker == "faiss")
+        stats, indices = run_faiss(
+            args.n, args.dim, queries, args.k, reserve=args.worker != "build-plain", search=args.worker == "faiss"
+        )
     np.save(args.out, indices)
     print(json.dumps(stats))
 
 
 def measure(path: str, n: int, args: argparse.Namespace, out: Path) -> dict:
     """Run one worker in a fresh interpreter and return its stats."""
-    command = [sys.executable, __file__, "--worker", path, "--n", str(n), "--queries", str(args.queries),
-               "--dim", str(args.dim), "--k", str(args.k), "--threads", str(args.threads), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        path,
+        "--n",
+        str(n),
+        "--queries",
+        str(args.queries),
+        "--dim",
+        str(args.dim),
+        "--k",
+        str(args.k),
+        "--threads",
+        str(args.threads),
+        "--out",
+        str(out),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{path} worker for n={n} failed:\n{result.stderr}")
@@ -146,9 +169,11 @@ def same_docs(a: np.ndarray, b: np.ndarray) -> float:
 
 def print_table(args: argparse.Namespace, tmp: Path) -> list[tuple[int, float]]:
     """Time and memory of both paths per size; returns (docs, peak extra RSS bytes) of the FAISS path."""
-    header = (f"{'docs':>9} | {'faiss build s':>13} {'faiss search s':>14} | {'brute build s':>13} "
-              f"{'brute search s':>14} | {'brute/faiss':>11} | {'same docs':>9} | {'peak RSS B/doc':>14} "
-              f"{'build B/doc':>11} {'no reserve':>10} | {'index B/doc':>11}")
+    header = (
+        f"{'docs':>9} | {'faiss build s':>13} {'faiss search s':>14} | {'brute build s':>13} "
+        f"{'brute search s':>14} | {'brute/faiss':>11} | {'same docs':>9} | {'peak RSS B/doc':>14} "
+        f"{'build B/doc':>11} {'no reserve':>10} | {'index B/doc':>11}"
+    )
     print(header + "\n" + "-" * len(header))
     growth = []
     for n in args.sizes:
@@ -156,10 +181,13 @@ def print_table(args: argparse.Namespace, tmp: Path) -> list[tuple[int, float]]:
         f, b, plain = stats["faiss"], stats["brute"], stats["build-plain"]
         overlap = same_docs(np.load(tmp / "faiss.npy"), np.load(tmp / "brute.npy"))
         growth.append((n, f["peak_rss_per_doc"] * n))
-        print(f"{n:>9} | {f['build_s']:>13.2f} {f['search_s']:>14.2f} | {b['build_s']:>13.2f} "
-              f"{b['search_s']:>14.2f} | {b['search_s'] / f['search_s']:>10.2f}x | {overlap:>9.4f} | "
-              f"{f['peak_rss_per_doc']:>14.0f} {f['build_rss_per_doc']:>11.0f} {plain['build_rss_per_doc']:>10.0f} | "
-              f"{4 * args.dim:>11}", flush=True)
+        print(
+            f"{n:>9} | {f['build_s']:>13.2f} {f['search_s']:>14.2f} | {b['build_s']:>13.2f} "
+            f"{b['search_s']:>14.2f} | {b['search_s'] / f['search_s']:>10.2f}x | {overlap:>9.4f} | "
+            f"{f['peak_rss_per_doc']:>14.0f} {f['build_rss_per_doc']:>11.0f} {plain['build_rss_per_doc']:>10.0f} | "
+            f"{4 * args.dim:>11}",
+            flush=True,
+        )
     return growth
 
 
@@ -167,44 +195,51 @@ def main(args: argparse.Namespace) -> None:
     import faiss
     import torch
 
-    print(f"threads={args.threads} (faiss.omp_set_num_threads, torch.set_num_threads); faiss {faiss.__version__}, "
-          f"torch {torch.__version__}; dim={args.dim} fp32, {args.queries} queries for both paths at every size, "
-          f"top-{args.k}; load average at start {os.getloadavg()[0]:.2f}")
+    print(
+        f"threads={args.threads} (faiss.omp_set_num_threads, torch.set_num_threads); faiss {faiss.__version__}, "
+        f"torch {torch.__version__}; dim={args.dim} fp32, {args.queries} queries for both paths at every size, "
+        f"top-{args.k}; load average at start {os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         growth = print_table(args, Path(tmp))
         print(f"load average at end of table {os.getloadavg()[0]:.2f}")
-        print("B/doc columns = (peak RSS - RSS before building) / docs for the FAISS path: 'peak RSS' over build and "
-              f"search; 'build' after DenseIndex.reserve(n) and adds of {GEN_CHUNK}-vector chunks; 'no reserve' the "
-              "same adds without reserve. The fixed part (one generation chunk, search blocks) fades as docs grow.")
+        print(
+            "B/doc columns = (peak RSS - RSS before building) / docs for the FAISS path: 'peak RSS' over build and "
+            f"search; 'build' after DenseIndex.reserve(n) and adds of {GEN_CHUNK}-vector chunks; 'no reserve' the "
+            "same adds without reserve. The fixed part (one generation chunk, search blocks) fades as docs grow."
+        )
         for (n0, rss0), (n1, rss1) in zip(growth, growth[1:]):
             print(f"  marginal peak RSS from {n0} to {n1} docs: {(rss1 - rss0) / (n1 - n0):.0f} B/doc")
         for n in args.memory_sizes:
-            reserved, plain = (measure(path, n, args, Path(tmp) / "build.npy")
-                               for path in ("build-reserve", "build-plain"))
-            print(f"  build only at {n} docs: {reserved['build_rss_per_doc']:.0f} B/doc with reserve, "
-                  f"{plain['build_rss_per_doc']:.0f} B/doc without (FAISS grows its buffer by doubling)")
+            reserved, plain = (
+                measure(path, n, args, Path(tmp) / "build.npy") for path in ("build-reserve", "build-plain")
+            )
+            print(
+                f"  build only at {n} docs: {reserved['build_rss_per_doc']:.0f} B/doc with reserve, "
+                f"{plain['build_rss_per_doc']:.0f} B/doc without (FAISS grows its buffer by doubling)"
+            )
 
 
 # --------------------------------------------------------------------------- FAISS CPU vs torch on a device
-def fill_docs(n: int, dim: int) -> "torch.Tensor":  # noqa: F821
+def fill_docs(n: int, dim: int) -> torch.Tensor:
     """The same seeded docs as the workers generate, as one fp32 CPU tensor [n, dim]."""
     import torch
 
     docs, offset = torch.empty(n, dim), 0
     for chunk in unit_vector_chunks(n, dim, DOC_SEED):
-        docs[offset:offset + len(chunk)] = chunk
+        docs[offset : offset + len(chunk)] = chunk
         offset += len(chunk)
     return docs
 
 
-def synchronize(device: "torch.device") -> None:  # noqa: F821
+def synchronize(device: torch.device) -> None:
     import torch
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_torch(docs: "torch.Tensor", queries: np.ndarray, k: int, device: str) -> tuple[dict, np.ndarray]:  # noqa: F821
+def time_torch(docs: torch.Tensor, queries: np.ndarray, k: int, device: str) -> tuple[dict, np.ndarray]:
     """Copy the docs to ``device`` in fp16, then ``brute_force_search`` with ``GPU_SEARCH`` there."""
     from retrieval.index import GPU_SEARCH, as_device, brute_force_search
 
@@ -220,8 +255,12 @@ def time_torch(docs: "torch.Tensor", queries: np.ndarray, k: int, device: str) -
     return {"copy_s": copy_s, "search_s": time.perf_counter() - start}, indices
 
 
-def time_faiss_gpu(docs: "torch.Tensor", queries: np.ndarray, k: int,  # noqa: F821
-                   device: str) -> tuple[dict, np.ndarray] | None:
+def time_faiss_gpu(
+    docs: torch.Tensor,
+    queries: np.ndarray,
+    k: int,
+    device: str,
+) -> tuple[dict, np.ndarray] | None:
     """FAISS ``Flat`` on ``device`` (add + search), or None without a GPU build of FAISS."""
     from retrieval.index import DenseIndex, as_device, faiss_gpu_count
 
@@ -244,8 +283,10 @@ def compare_device(args: argparse.Namespace) -> None:
 
     device = args.compare_device
     name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu"
-    print(f"FAISS Flat on the CPU ({args.threads} threads) vs torch on {device} ({name}); {args.queries} queries, "
-          f"dim {args.dim}, top-{args.k}; torch: fp32 docs copied to the device as fp16, then searched there")
+    print(
+        f"FAISS Flat on the CPU ({args.threads} threads) vs torch on {device} ({name}); {args.queries} queries, "
+        f"dim {args.dim}, top-{args.k}; torch: fp32 docs copied to the device as fp16, then searched there"
+    )
     torch.set_num_threads(args.threads)
     queries = torch.cat(list(unit_vector_chunks(args.queries, args.dim, QUERY_SEED))).numpy()
     rows = []
@@ -257,23 +298,35 @@ def compare_device(args: argparse.Namespace) -> None:
             gpu, gpu_indices = time_torch(docs, queries, args.k, device)
             faiss_gpu = time_faiss_gpu(docs, queries, args.k, device)
             del docs
-            row = {"docs": n, "queries": args.queries, "k": args.k, "faiss_cpu_search_s": cpu["search_s"],
-                   "faiss_cpu_build_s": cpu["build_s"], "torch_copy_s": gpu["copy_s"],
-                   "torch_search_s": gpu["search_s"],
-                   "speedup_torch_vs_faiss_cpu": cpu["search_s"] / gpu["search_s"],
-                   "overlap_torch_faiss_cpu": same_docs(gpu_indices, cpu_indices),
-                   "faiss_gpu_search_s": None, "overlap_faiss_gpu_faiss_cpu": None}
+            row = {
+                "docs": n,
+                "queries": args.queries,
+                "k": args.k,
+                "faiss_cpu_search_s": cpu["search_s"],
+                "faiss_cpu_build_s": cpu["build_s"],
+                "torch_copy_s": gpu["copy_s"],
+                "torch_search_s": gpu["search_s"],
+                "speedup_torch_vs_faiss_cpu": cpu["search_s"] / gpu["search_s"],
+                "overlap_torch_faiss_cpu": same_docs(gpu_indices, cpu_indices),
+                "faiss_gpu_search_s": None,
+                "overlap_faiss_gpu_faiss_cpu": None,
+            }
             if faiss_gpu is not None:
                 row["faiss_gpu_search_s"] = faiss_gpu[0]["search_s"]
                 row["overlap_faiss_gpu_faiss_cpu"] = same_docs(faiss_gpu[1], cpu_indices)
             rows.append(row)
-            faiss_gpu_text = ("not available (this FAISS build has no GPU support)" if faiss_gpu is None else
-                              f"{row['faiss_gpu_search_s']:.3f} s (overlap {row['overlap_faiss_gpu_faiss_cpu']:.4f})")
-            print(f"{n:>9} docs: FAISS CPU search {cpu['search_s']:.3f} s (build {cpu['build_s']:.2f} s) | "
-                  f"torch on {device} search {gpu['search_s']:.3f} s + copy {gpu['copy_s']:.3f} s | "
-                  f"FAISS CPU / torch = {row['speedup_torch_vs_faiss_cpu']:.1f}x | "
-                  f"top-{args.k} overlap {row['overlap_torch_faiss_cpu']:.4f} | FAISS GPU: {faiss_gpu_text}",
-                  flush=True)
+            faiss_gpu_text = (
+                "not available (this FAISS build has no GPU support)"
+                if faiss_gpu is None
+                else f"{row['faiss_gpu_search_s']:.3f} s (overlap {row['overlap_faiss_gpu_faiss_cpu']:.4f})"
+            )
+            print(
+                f"{n:>9} docs: FAISS CPU search {cpu['search_s']:.3f} s (build {cpu['build_s']:.2f} s) | "
+                f"torch on {device} search {gpu['search_s']:.3f} s + copy {gpu['copy_s']:.3f} s | "
+                f"FAISS CPU / torch = {row['speedup_torch_vs_faiss_cpu']:.1f}x | "
+                f"top-{args.k} overlap {row['overlap_torch_faiss_cpu']:.4f} | FAISS GPU: {faiss_gpu_text}",
+                flush=True,
+            )
     print("RESULT " + json.dumps({"device": device, "threads": args.threads, "rows": rows}))
 
 
@@ -283,11 +336,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[1_177_447],
-                        help="build-only memory check sizes (default: the WebQA corpus)")
+    parser.add_argument(
+        "--memory-sizes",
+        type=int,
+        nargs="*",
+        default=[1_177_447],
+        help="build-only memory check sizes (default: the WebQA corpus)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--compare-device", default=None,
-                        help="FAISS on the CPU vs torch on this device (e.g. cuda); see the module docstring")
+    parser.add_argument(
+        "--compare-device",
+        default=None,
+        help="FAISS on the CPU vs torch on this device (e.g. cuda); see the module docstring",
+    )
     parser.add_argument("--worker", choices=["faiss", "brute", "build-reserve", "build-plain"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

@@ -29,6 +29,7 @@ other processes take a core (OpenMP threads wait on each other at every op; step
                                    [--threads 1] [--data-dir DIR] [--variants]
     python bench/bench_training.py --model ViT-B-32 --device cuda --precision bf16-mixed --steps 30 --warmup 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,8 +96,12 @@ def data_directory(data_dir: str | None) -> Iterator[Path]:
 def make_datamodule(data_dir: Path, encoder: CLIPEncoder, batch_size: int, num_workers: int) -> WebQADataModule:
     """A set-up WebQA datamodule with balanced k=1 WebQA-distractor negatives."""
     dm = WebQADataModule(
-        str(data_dir), negatives_file=WEBQA_DISTRACTORS, negative_strategy="balanced", negatives_k=1,
-        batch_size=batch_size, num_workers=num_workers,
+        str(data_dir),
+        negatives_file=WEBQA_DISTRACTORS,
+        negative_strategy="balanced",
+        negatives_k=1,
+        batch_size=batch_size,
+        num_workers=num_workers,
     )
     dm.setup("fit")
     dm.set_processor(encoder.processor)
@@ -151,7 +156,7 @@ SETUP = Setup(torch.device("cpu"))  # set by main() from --device/--precision
 # --------------------------------------------------------------------------- the two loops
 def differences(marks: tuple[float, ...], warmup: int) -> list[float]:
     """Durations of the steps after ``warmup`` from the clock readings at the end of every step."""
-    return [after - before for before, after in zip(marks[warmup - 1:], marks[warmup:])]
+    return [after - before for before, after in zip(marks[warmup - 1 :], marks[warmup:])]
 
 
 @dataclass
@@ -166,8 +171,11 @@ class Timing:
         """Samples/s by three clocks: the median step (robust to load bursts of other processes),
         the whole timed span, and this process's CPU time (blind to time taken by other processes)."""
         n = len(self.wall) * batch_size
-        return {MEDIAN_STEP: batch_size / statistics.median(self.wall), "whole span": n / sum(self.wall),
-                "cpu time": n / sum(self.cpu)}
+        return {
+            MEDIAN_STEP: batch_size / statistics.median(self.wall),
+            "whole span": n / sum(self.wall),
+            "cpu time": n / sum(self.cpu),
+        }
 
 
 class StepTimes:
@@ -222,8 +230,9 @@ class StepClock(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.threads = torch.get_num_threads()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.times.mark()
 
 
@@ -232,9 +241,15 @@ def run_lightning(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: in
     module = make_module(initial_encoder)
     clock = StepClock()
     trainer = L.Trainer(
-        **SETUP.trainer_device(), precision=SETUP.precision, max_steps=len(batches), logger=False,
+        **SETUP.trainer_device(),
+        precision=SETUP.precision,
+        max_steps=len(batches),
+        logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
         callbacks=[clock],
     )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
@@ -295,8 +310,14 @@ class Contender:
         return statistics.median(self.rates[clock])
 
 
-def alternate(contenders: list[Contender], initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int, rounds: int,
-              batch_size: int) -> None:
+def alternate(
+    contenders: list[Contender],
+    initial_encoder: CLIPEncoder,
+    batches: list[Batch],
+    warmup: int,
+    rounds: int,
+    batch_size: int,
+) -> None:
     """Run every contender once per round, in turn, recording its samples/s (and keeping its first run)."""
     for round_index in range(rounds):
         for c in contenders:
@@ -320,8 +341,9 @@ def variants() -> list[Contender]:
 def max_weight_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
     """Largest absolute difference between the parameters of two same-architecture modules, compared on the CPU
     (Lightning moves its module back to the CPU when ``fit`` ends; the bare loop's stays on the device)."""
-    return max((pa.detach().cpu() - pb.detach().cpu()).abs().max().item()
-               for pa, pb in zip(a.parameters(), b.parameters()))
+    return max(
+        (pa.detach().cpu() - pb.detach().cpu()).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters())
+    )
 
 
 @dataclass
@@ -370,8 +392,10 @@ def print_loader_table(rates: list[LoaderRate], batch_size: int, train_rate: flo
     print(f"\n{'train_dataloader':<24}{'batches/s':>10}{'samples/s':>11}{'x training':>12}{'first batch s':>15}")
     for r in rates:
         samples = r.batches_per_s() * batch_size
-        print(f"{'num_workers=' + str(r.workers):<24}{r.batches_per_s():10.2f}{samples:11.1f}"
-              f"{samples / train_rate:12.1f}{r.first_batch_s:15.2f}")
+        print(
+            f"{'num_workers=' + str(r.workers):<24}{r.batches_per_s():10.2f}{samples:11.1f}"
+            f"{samples / train_rate:12.1f}{r.first_batch_s:15.2f}"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -380,19 +404,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of every run (>= 1)")
     parser.add_argument("--batch-size", type=int, default=64, help="queries per batch")
     parser.add_argument("--rounds", type=int, default=3, help="alternating repeats of each loop")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads for both loops (see the module docstring)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads for both loops (see the module docstring)"
+    )
     parser.add_argument("--loader-batches", type=int, default=20, help="batches read per DataLoader measurement")
-    parser.add_argument("--loader-workers", type=int, nargs="*", default=[0, 2],
-                        help="num_workers values of the DataLoader measurement (none: skip it)")
+    parser.add_argument(
+        "--loader-workers",
+        type=int,
+        nargs="*",
+        default=[0, 2],
+        help="num_workers values of the DataLoader measurement (none: skip it)",
+    )
     parser.add_argument("--model", default=MODEL_NAME, help="open_clip architecture, random weights (e.g. ViT-B-32)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; batches are moved there before timing")
-    parser.add_argument("--precision", default="32-true", choices=PRECISIONS,
-                        help="Lightning precision, mirrored in the bare loop")
-    parser.add_argument("--data-dir", default=None,
-                        help="mini-WebQA directory (generated 'small' if empty); default: a temp dir")
-    parser.add_argument("--variants", action="store_true",
-                        help=f"also time monkeypatched Lightning (forced when ratio < {TARGET_RATIO})")
+    parser.add_argument(
+        "--precision", default="32-true", choices=PRECISIONS, help="Lightning precision, mirrored in the bare loop"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="mini-WebQA directory (generated 'small' if empty); default: a temp dir"
+    )
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help=f"also time monkeypatched Lightning (forced when ratio < {TARGET_RATIO})",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
@@ -406,8 +441,10 @@ def describe_batches(dm: WebQADataModule, batches: list[Batch]) -> str:
     """One line about the data: queries, docs per batch, batches where the 0 * sum(params) guard fires."""
     docs = statistics.mean(len(b.docs) for b in batches)
     text_only = sum(not b.has_images for b in batches)
-    return (f"{len(dm.train_queries)} train queries, {docs:.0f} docs per batch on average, "
-            f"{text_only} of {len(batches)} batches without image docs (where compute_loss adds 0 * sum(params))")
+    return (
+        f"{len(dm.train_queries)} train queries, {docs:.0f} docs per batch on average, "
+        f"{text_only} of {len(batches)} batches without image docs (where compute_loss adds 0 * sum(params))"
+    )
 
 
 def compare_loops(args: argparse.Namespace, initial_encoder: CLIPEncoder, batches: list[Batch]) -> list[Contender]:
@@ -416,8 +453,11 @@ def compare_loops(args: argparse.Namespace, initial_encoder: CLIPEncoder, batche
     contenders += variants() if args.variants else []
     if SETUP.device.type == "cuda":  # the first loop on a fresh CUDA context would pay for everyone's warm-up
         run_bare(initial_encoder, batches, warmup=1)
-        print("  (one untimed bare pass over all batches first: lazy kernel loading, cuBLAS heuristics for every "
-              "batch shape and the caching allocator are warm for both loops)", flush=True)
+        print(
+            "  (one untimed bare pass over all batches first: lazy kernel loading, cuBLAS heuristics for every "
+            "batch shape and the caching allocator are warm for both loops)",
+            flush=True,
+        )
     alternate(contenders, initial_encoder, batches, args.warmup, args.rounds, args.batch_size)
     print_training_table(contenders, args.batch_size)
     diff = max_weight_difference(contenders[0].first.module, contenders[1].first.module)
@@ -445,27 +485,39 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     initial_encoder = CLIPEncoder(args.model, pretrained=None)
-    print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, {describe_device(SETUP)}")
-    print(f"{args.model}: batch {args.batch_size}, {args.warmup} warmup + {args.steps} timed steps, "
-          f"{args.rounds} rounds")
+    print(
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, {describe_device(SETUP)}"
+    )
+    print(
+        f"{args.model}: batch {args.batch_size}, {args.warmup} warmup + {args.steps} timed steps, {args.rounds} rounds"
+    )
     with data_directory(args.data_dir) as data_dir:
         dm = make_datamodule(data_dir, initial_encoder, args.batch_size, num_workers=0)
         batches = collect_batches(dm, args.warmup + args.steps)
         print(f"data {data_dir}: {describe_batches(dm, batches)}\n")
         batches = [move_data_to_device(batch, SETUP.device) for batch in batches]  # a no-op on the CPU
         contenders = compare_loops(args, initial_encoder, batches)
-        loaders = [time_loader(data_dir, initial_encoder, args.batch_size, workers, args.loader_batches)
-                   for workers in args.loader_workers]
+        loaders = [
+            time_loader(data_dir, initial_encoder, args.batch_size, workers, args.loader_batches)
+            for workers in args.loader_workers
+        ]
     bare, lightning = contenders[0].median(), contenders[1].median()
     if loaders:
         print_loader_table(loaders, args.batch_size, max(bare, lightning))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"RATIO lightning/bare = {lightning / bare:.2f}")
-    result = {"model": args.model, "device": str(SETUP.device), "precision": SETUP.precision,
-              "batch_size": args.batch_size, "timed_steps": args.steps, "bare_samples_per_s": bare,
-              "lightning_samples_per_s": lightning, "ratio": lightning / bare,
-              "loader_samples_per_s": {str(r.workers): r.batches_per_s() * args.batch_size for r in loaders}}
+    result = {
+        "model": args.model,
+        "device": str(SETUP.device),
+        "precision": SETUP.precision,
+        "batch_size": args.batch_size,
+        "timed_steps": args.steps,
+        "bare_samples_per_s": bare,
+        "lightning_samples_per_s": lightning,
+        "ratio": lightning / bare,
+        "loader_samples_per_s": {str(r.workers): r.batches_per_s() * args.batch_size for r in loaders},
+    }
     print("RESULT " + json.dumps(result))
 
 

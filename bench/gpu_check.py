@@ -25,6 +25,7 @@ at tiny sizes (tiny-clip-64px, 2k docs, a few steps, one small test file) to exe
     python3 bench/gpu_check.py [--dry-run] [--logs DIR] [--deadline EPOCH_SECONDS] [--wandb-path DIR]
     python3 bench/gpu_check.py --probe          # the environment as JSON (used by the env check)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,16 +51,49 @@ DRY_RUN_TESTS = "tests/test_optim.py"
 #: The test files about devices, collectives, search and precision. The whole suite does not fit the GPU budget:
 #: on the H100 machine its CLI subprocess tests took 22-28 s each (10-13 s on the 2-core CPU machine), and the
 #: first run stopped after 18 tests; CI runs the whole suite on the CPU.
-GPU_RELEVANT_TESTS = ("tests/test_collectives.py", "tests/test_distributed_eval.py", "tests/test_index.py",
-                      "tests/test_loss.py", "tests/test_temperature.py", "tests/test_partial_evaluation.py")
+GPU_RELEVANT_TESTS = (
+    "tests/test_collectives.py",
+    "tests/test_distributed_eval.py",
+    "tests/test_index.py",
+    "tests/test_loss.py",
+    "tests/test_temperature.py",
+    "tests/test_partial_evaluation.py",
+)
 #: Modules the package and its tests import; the first group is carried as wheels (bench/fetch_gpu_wheels.sh).
-CARRIED = ("open_clip", "ftfy", "wcwidth", "jsonargparse", "docstring_parser", "typeshed_client", "omegaconf", "faiss",
-           "pytrec_eval", "ir_measures")
-IMAGE = ("torch", "torchvision", "lightning", "transformers", "torchmetrics", "timm", "numpy", "PIL", "matplotlib",
-         "yaml", "tqdm", "pytest", "huggingface_hub", "safetensors", "regex")
+CARRIED = (
+    "open_clip",
+    "ftfy",
+    "wcwidth",
+    "jsonargparse",
+    "docstring_parser",
+    "typeshed_client",
+    "omegaconf",
+    "faiss",
+    "pytrec_eval",
+    "ir_measures",
+)
+IMAGE = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "transformers",
+    "torchmetrics",
+    "timm",
+    "numpy",
+    "PIL",
+    "matplotlib",
+    "yaml",
+    "tqdm",
+    "pytest",
+    "huggingface_hub",
+    "safetensors",
+    "regex",
+)
 #: Paths a stray run would write inside the checkout (``tests/conftest.py`` checks the same with git).
-RUN_OUTPUT = re.compile(r"^(runs|data|lightning_logs|wandb|eval)/|\.ckpt$|\.trec$|(^|/)metrics\.(json|csv)$|"
-                        r"train-negatives[^/]*\.json$")
+RUN_OUTPUT = re.compile(
+    r"^(runs|data|lightning_logs|wandb|eval)/|\.ckpt$|\.trec$|(^|/)metrics\.(json|csv)$|"
+    r"train-negatives[^/]*\.json$"
+)
 PRINT_LOCK = threading.Lock()
 #: Seconds pytest gets after SIGINT to print its summary; the steps' deadline is the run's minus DEADLINE_MARGIN,
 #: so that a step stopped at it (interrupt, terminate, kill) still ends before the shell's own timeout.
@@ -114,8 +148,9 @@ class Runner:
     def remaining(self) -> float:
         return self.deadline - time.time()
 
-    def run(self, name: str, command: list[str], limit: float, env: dict[str, str] | None = None,
-            interrupt: bool = False) -> Step:
+    def run(
+        self, name: str, command: list[str], limit: float, env: dict[str, str] | None = None, interrupt: bool = False
+    ) -> Step:
         """Run ``command`` in the repository root, at most ``limit`` seconds (never past the deadline).
 
         At the limit the process group gets SIGINT when ``interrupt`` (pytest then prints its summary), then
@@ -127,8 +162,9 @@ class Runner:
         with open(log, "w") as handle:
             handle.write(f"$ {shlex.join(command)}\n# time limit {limit:.0f} s\n")
             handle.flush()
-            process = subprocess.Popen(command, cwd=ROOT, env=env or self.env, stdout=handle,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=env or self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
             try:
                 rc: int | None = process.wait(timeout=limit)
             except subprocess.TimeoutExpired:
@@ -161,7 +197,7 @@ def stop_group(process: subprocess.Popen, interrupt: bool) -> None:
 def last_result(text: str) -> dict[str, Any] | None:
     """The JSON of the last ``RESULT {...}`` line a benchmark printed."""
     lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
-    return json.loads(lines[-1][len("RESULT "):]) if lines else None
+    return json.loads(lines[-1][len("RESULT ") :]) if lines else None
 
 
 # --------------------------------------------------------------------------- env
@@ -176,8 +212,10 @@ def probe() -> dict[str, Any]:
         except Exception as err:  # noqa: BLE001 - any import failure is a missing module here
             info["missing"].append(f"{name} ({type(err).__name__}: {err})")
             continue
-        info["modules"][name] = {"version": str(getattr(module, "__version__", "?")),
-                                 "from": str(Path(getattr(module, "__file__", "") or "?").parent)}
+        info["modules"][name] = {
+            "version": str(getattr(module, "__version__", "?")),
+            "from": str(Path(getattr(module, "__file__", "") or "?").parent),
+        }
     import torch
 
     info["cuda"] = torch.cuda.is_available()
@@ -207,18 +245,25 @@ def check_env(runner: Runner, dry_run: bool, wandb_env: dict[str, str] | None) -
         return {}
     wandb = "not carried"
     if wandb_env is not None:
-        probe_wandb = runner.run("env-wandb", [PYTHON, "-c", "import wandb; print('RESULT', wandb.__version__)"], 60,
-                                 env=wandb_env)
+        probe_wandb = runner.run(
+            "env-wandb", [PYTHON, "-c", "import wandb; print('RESULT', wandb.__version__)"], 60, env=wandb_env
+        )
         wandb = probe_wandb.text.split("RESULT")[-1].strip() if probe_wandb.rc == 0 else "import failed"
     info["wandb"] = wandb
     modules = info["modules"]
     version = {name: modules.get(name, {}).get("version", "missing") for name in CARRIED + IMAGE}
-    gpu = (f"{info.get('gpu')} x{info.get('gpus')} (sm {info.get('capability')}, bf16 {info.get('bf16')}, "
-           f"NCCL {info.get('nccl')})" if info["cuda"] else "no CUDA device")
-    message = (f"python {info['python']}, {info['cpus']} cpus, torch {version['torch']} (CUDA {info['torch_cuda']}), "
-               f"{gpu}; lightning {version['lightning']}, open_clip {version['open_clip']}, timm {version['timm']}, "
-               f"transformers {version['transformers']}, faiss {version['faiss']} ({info.get('faiss_gpus')} GPUs), "
-               f"jsonargparse {version['jsonargparse']}, wandb {wandb}")
+    gpu = (
+        f"{info.get('gpu')} x{info.get('gpus')} (sm {info.get('capability')}, bf16 {info.get('bf16')}, "
+        f"NCCL {info.get('nccl')})"
+        if info["cuda"]
+        else "no CUDA device"
+    )
+    message = (
+        f"python {info['python']}, {info['cpus']} cpus, torch {version['torch']} (CUDA {info['torch_cuda']}), "
+        f"{gpu}; lightning {version['lightning']}, open_clip {version['open_clip']}, timm {version['timm']}, "
+        f"transformers {version['transformers']}, faiss {version['faiss']} ({info.get('faiss_gpus')} GPUs), "
+        f"jsonargparse {version['jsonargparse']}, wandb {wandb}"
+    )
     problems = [f"missing {', '.join(info['missing'])}"] if info["missing"] else []
     if not dry_run and not info["cuda"]:
         problems.append("torch sees no CUDA device")
@@ -231,52 +276,124 @@ def check_env(runner: Runner, dry_run: bool, wandb_env: dict[str, str] | None) -
 def check_training(runner: Runner, dry_run: bool, data_dir: Path, limit: float) -> None:
     """Lightning vs the bare loop on identical work (bench/bench_training.py)."""
     if dry_run:
-        sizes = ["--model", "tiny-clip-64px", "--device", "cpu", "--steps", "2", "--warmup", "1", "--rounds", "1",
-                 "--threads", "1", "--loader-workers"]
+        sizes = [
+            "--model",
+            "tiny-clip-64px",
+            "--device",
+            "cpu",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+            "--loader-workers",
+        ]
     else:
-        sizes = ["--model", "ViT-B-32", "--device", "cuda", "--steps", "30", "--warmup", "5", "--rounds", "2",
-                 "--threads", "8", "--loader-workers", "8", "--loader-batches", "20"]
-    command = [PYTHON, "bench/bench_training.py", *sizes, "--precision", "bf16-mixed", "--batch-size", "64",
-               "--data-dir", str(data_dir)]
+        sizes = [
+            "--model",
+            "ViT-B-32",
+            "--device",
+            "cuda",
+            "--steps",
+            "30",
+            "--warmup",
+            "5",
+            "--rounds",
+            "2",
+            "--threads",
+            "8",
+            "--loader-workers",
+            "8",
+            "--loader-batches",
+            "20",
+        ]
+    command = [
+        PYTHON,
+        "bench/bench_training.py",
+        *sizes,
+        "--precision",
+        "bf16-mixed",
+        "--batch-size",
+        "64",
+        "--data-dir",
+        str(data_dir),
+    ]
     step = runner.run("train-throughput", command, limit)
     result = last_result(step.text) if step.rc == 0 else None
     if result is None:
         runner.report(Result("train-throughput", "FAIL", step.failure(), step.seconds, {}))
         return
-    loaders = ", ".join(f"DataLoader {workers} workers {rate:.0f} samples/s"
-                        for workers, rate in result["loader_samples_per_s"].items())
-    message = (f"{result['model']} random init, {result['precision']}, batch {result['batch_size']} on "
-               f"{result['device']}: "
-               f"bare PyTorch {result['bare_samples_per_s']:.1f} samples/s, Lightning "
-               f"{result['lightning_samples_per_s']:.1f} samples/s, ratio Lightning/bare {result['ratio']:.3f} "
-               f"(median step of {result['timed_steps']} timed steps, median over rounds)"
-               + (f"; {loaders}" if loaders else "") + f"; {step.seconds:.0f} s")
+    loaders = ", ".join(
+        f"DataLoader {workers} workers {rate:.0f} samples/s" for workers, rate in result["loader_samples_per_s"].items()
+    )
+    message = (
+        f"{result['model']} random init, {result['precision']}, batch {result['batch_size']} on "
+        f"{result['device']}: "
+        f"bare PyTorch {result['bare_samples_per_s']:.1f} samples/s, Lightning "
+        f"{result['lightning_samples_per_s']:.1f} samples/s, ratio Lightning/bare {result['ratio']:.3f} "
+        f"(median step of {result['timed_steps']} timed steps, median over rounds)"
+        + (f"; {loaders}" if loaders else "")
+        + f"; {step.seconds:.0f} s"
+    )
     runner.report(Result("train-throughput", "PASS", message, step.seconds, result))
 
 
 def check_refresh(runner: Runner, dry_run: bool, limit: float) -> None:
     """One ANCE refresh at WebQA's size: measured fraction of the encoding, projected; full-size search."""
     if dry_run:
-        sizes = ["--model", "tiny-clip-64px", "--device", "cpu", "--precision", "32-true", "--images", "256",
-                 "--texts", "256", "--queries", "256", "--batch-size", "128", "--search-docs", "2000"]
+        sizes = [
+            "--model",
+            "tiny-clip-64px",
+            "--device",
+            "cpu",
+            "--precision",
+            "32-true",
+            "--images",
+            "256",
+            "--texts",
+            "256",
+            "--queries",
+            "256",
+            "--batch-size",
+            "128",
+            "--search-docs",
+            "2000",
+        ]
     else:
-        sizes = ["--model", "ViT-B-32", "--device", "cuda", "--precision", "bf16-mixed", "--images", "20000",
-                 "--texts", "40000", "--batch-size", "512"]
+        sizes = [
+            "--model",
+            "ViT-B-32",
+            "--device",
+            "cuda",
+            "--precision",
+            "bf16-mixed",
+            "--images",
+            "20000",
+            "--texts",
+            "40000",
+            "--batch-size",
+            "512",
+        ]
     step = runner.run("refresh-webqa", [PYTHON, "bench/bench_refresh.py", "--webqa-scale", *sizes], limit)
     r = last_result(step.text) if step.rc == 0 else None
     if r is None:
         runner.report(Result("refresh-webqa", "FAIL", step.failure(), step.seconds, {}))
         return
     m, s, p = r["measured"], r["measured_s"], r["projected_s"]
-    message = (f"{r['model']} {r['precision']} batch {r['batch_size']} on {r['device']}: encoded "
-               f"{m['image docs']} image docs {s['image docs']:.2f} s, "
-               f"{m['text docs']} text docs {s['text docs']:.2f} s, "
-               f"{m['queries']} queries {s['queries']:.2f} s (corpus fraction {r['fraction']:.4f}); projected to "
-               f"389,750 + 787,697 docs + 31,766 queries: encoding {r['encode_projected_s']:.1f} s (images "
-               f"{p['image docs']:.1f}, texts {p['text docs']:.1f}, queries {p['queries']:.1f}); search top-"
-               f"{r['search_k']} of {r['search_queries']} queries over {r['search_docs']} fp16 docs "
-               f"{r['search_s']:.2f} s (measured); refresh ~{r['refresh_projected_s']:.1f} s "
-               f"(data loading excluded)")
+    message = (
+        f"{r['model']} {r['precision']} batch {r['batch_size']} on {r['device']}: encoded "
+        f"{m['image docs']} image docs {s['image docs']:.2f} s, "
+        f"{m['text docs']} text docs {s['text docs']:.2f} s, "
+        f"{m['queries']} queries {s['queries']:.2f} s (corpus fraction {r['fraction']:.4f}); projected to "
+        f"389,750 + 787,697 docs + 31,766 queries: encoding {r['encode_projected_s']:.1f} s (images "
+        f"{p['image docs']:.1f}, texts {p['text docs']:.1f}, queries {p['queries']:.1f}); search top-"
+        f"{r['search_k']} of {r['search_queries']} queries over {r['search_docs']} fp16 docs "
+        f"{r['search_s']:.2f} s (measured); refresh ~{r['refresh_projected_s']:.1f} s "
+        f"(data loading excluded)"
+    )
     runner.report(Result("refresh-webqa", "PASS", message, step.seconds, r))
 
 
@@ -293,13 +410,18 @@ def check_search(runner: Runner, dry_run: bool, limit: float) -> None:
         runner.report(Result("search", "FAIL", step.failure(), step.seconds, {}))
         return
     row = r["rows"][-1]
-    faiss_gpu = ("FAISS GPU n/a (faiss-cpu build)" if row["faiss_gpu_search_s"] is None else
-                 f"FAISS GPU {row['faiss_gpu_search_s']:.3f} s (overlap {row['overlap_faiss_gpu_faiss_cpu']:.4f})")
-    message = (f"top-{row['k']} of {row['queries']} queries over {row['docs']} x 512: FAISS CPU Flat "
-               f"({r['threads']} threads) {row['faiss_cpu_search_s']:.3f} s, torch on {r['device']} fp16 "
-               f"{row['torch_search_s']:.3f} s (+ {row['torch_copy_s']:.3f} s copying the docs), FAISS CPU/torch "
-               f"{row['speedup_torch_vs_faiss_cpu']:.1f}x; {faiss_gpu}; mean share of identical ids torch vs FAISS "
-               f"CPU {row['overlap_torch_faiss_cpu']:.4f}")
+    faiss_gpu = (
+        "FAISS GPU n/a (faiss-cpu build)"
+        if row["faiss_gpu_search_s"] is None
+        else f"FAISS GPU {row['faiss_gpu_search_s']:.3f} s (overlap {row['overlap_faiss_gpu_faiss_cpu']:.4f})"
+    )
+    message = (
+        f"top-{row['k']} of {row['queries']} queries over {row['docs']} x 512: FAISS CPU Flat "
+        f"({r['threads']} threads) {row['faiss_cpu_search_s']:.3f} s, torch on {r['device']} fp16 "
+        f"{row['torch_search_s']:.3f} s (+ {row['torch_copy_s']:.3f} s copying the docs), FAISS CPU/torch "
+        f"{row['speedup_torch_vs_faiss_cpu']:.1f}x; {faiss_gpu}; mean share of identical ids torch vs FAISS "
+        f"CPU {row['overlap_torch_faiss_cpu']:.4f}"
+    )
     status = "PASS" if row["overlap_torch_faiss_cpu"] >= 0.98 else "FAIL"
     if status == "FAIL":
         message = f"overlap below 0.98 (more than fp16 ties at the k-th place); {message}"
@@ -315,13 +437,29 @@ def read_metric(paths: list[Path], key: str = "MRR@10") -> float | None:
 def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
     """``train.py fit`` with NCCL DDP at world size 1 (gloo on the CPU in a dry run), then ``train.py test``."""
     out = work / "fit"
-    common = ["--config", "configs/tiny/univl_dr_tiny.yaml", "--trainer.devices", "1", "--trainer.strategy", "ddp",
-              "--data.data_dir", "mini-webqa:small", "--trainer.enable_progress_bar", "false"]
+    common = [
+        "--config",
+        "configs/tiny/univl_dr_tiny.yaml",
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "ddp",
+        "--data.data_dir",
+        "mini-webqa:small",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     env = {**runner.env, "UNIVL_RETRIEVAL_CACHE": str(out / "cache")}  # the named dataset is generated there
     if dry_run:
         common += ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--data.num_workers", "0"]
-        schedule = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
-                    "--trainer.callbacks.init_args.every_n_steps", "2"]
+        schedule = [
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "3",
+            "--trainer.callbacks.init_args.every_n_steps",
+            "2",
+        ]
     else:
         common += ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]
         schedule = ["--trainer.max_epochs", "2", "--trainer.callbacks.init_args.every_n_steps", "20"]
@@ -335,23 +473,33 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
         runner.report(Result("fit-ddp", "FAIL", f"fit: {reason}", fit.seconds, {}))
         return
     refresh_steps = [m["step"] for m in manifest.get("mined", [])]
-    val_mrr = read_metric([Path(e["directory"]) / "metrics.json" for e in manifest.get("evaluations", [])
-                           if e["split"] == "dev"])
+    val_mrr = read_metric(
+        [Path(e["directory"]) / "metrics.json" for e in manifest.get("evaluations", []) if e["split"] == "dev"]
+    )
     backend = re.search(r"distributed_backend=(\w+)", fit.text)
     test = runner.run("test", [PYTHON, "train.py", "test", *common, "--ckpt_path", last], 150, env=env)
     tested = [e for e in read_manifest(run_dir).get("evaluations", []) if e["split"] == "test"]
     test_files = [Path(e["directory"]) / "metrics.json" for e in tested]
     test_mrr = read_metric(test_files)
     keep_artifacts(run_dir, runner.logs / "fit")
-    numbers = {"fit_s": fit.seconds, "test_s": test.seconds, "refresh_steps": refresh_steps, "val_MRR@10": val_mrr,
-               "test_MRR@10": test_mrr, "test_step": tested[-1]["step"] if tested else None, "backend": backend.group(1) if backend else None}
+    numbers = {
+        "fit_s": fit.seconds,
+        "test_s": test.seconds,
+        "refresh_steps": refresh_steps,
+        "val_MRR@10": val_mrr,
+        "test_MRR@10": test_mrr,
+        "test_step": tested[-1]["step"] if tested else None,
+        "backend": backend.group(1) if backend else None,
+    }
     val_text = f"{val_mrr:.2f}" if val_mrr is not None else "missing"
     test_text = f"{test_mrr:.2f}" if test_mrr is not None else "missing"
-    message = (f"fit {fit.seconds:.0f} s ({'CPU gloo, dry run' if dry_run else 'GPU bf16-mixed'}, DDP backend "
-               f"{numbers['backend']}, world size 1), {len(refresh_steps)} in-loop ANCE refresh"
-               f"{'es' if len(refresh_steps) != 1 else ''} (steps {refresh_steps}), "
-               f"val MRR@10 {val_text}; test {test.seconds:.0f} s of last.ckpt (labelled step {numbers['test_step']}), "
-               f"test MRR@10 {test_text}")
+    message = (
+        f"fit {fit.seconds:.0f} s ({'CPU gloo, dry run' if dry_run else 'GPU bf16-mixed'}, DDP backend "
+        f"{numbers['backend']}, world size 1), {len(refresh_steps)} in-loop ANCE refresh"
+        f"{'es' if len(refresh_steps) != 1 else ''} (steps {refresh_steps}), "
+        f"val MRR@10 {val_text}; test {test.seconds:.0f} s of last.ckpt (labelled step {numbers['test_step']}), "
+        f"test MRR@10 {test_text}"
+    )
     problems = []
     if test.rc != 0:
         problems.append(f"test: {test.failure()}")
@@ -374,8 +522,12 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
 def keep_artifacts(run_dir: Path, dest: Path) -> None:
     """Copy the small outputs of the fit and test runs (manifest, configs, metrics) next to the logs."""
     dest.mkdir(parents=True, exist_ok=True)
-    small = [run_dir / "run.json", *run_dir.glob("*-config.yaml"), *run_dir.rglob("metrics.csv"),
-             *run_dir.glob("eval/*/metrics.json")]
+    small = [
+        run_dir / "run.json",
+        *run_dir.glob("*-config.yaml"),
+        *run_dir.rglob("metrics.csv"),
+        *run_dir.glob("eval/*/metrics.json"),
+    ]
     for path in small:
         if path.is_file():
             shutil.copyfile(path, dest / "-".join(path.relative_to(run_dir).parts))
@@ -383,26 +535,40 @@ def keep_artifacts(run_dir: Path, dest: Path) -> None:
 
 def pytest_counts(text: str) -> dict[str, int]:
     """Counts from pytest's final summary line (``3 passed, 1 skipped in 2.0s``)."""
-    summary = [line for line in text.splitlines() if re.search(r"\d+ (passed|failed|error|skipped|deselected)", line)
-               and re.search(r" in [\d.]+s", line)]
+    summary = [
+        line
+        for line in text.splitlines()
+        if re.search(r"\d+ (passed|failed|error|skipped|deselected)", line) and re.search(r" in [\d.]+s", line)
+    ]
     if not summary:
         return {}
-    return {word.rstrip("s") if word.startswith("error") else word: int(n)
-            for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)", summary[-1])}
+    return {
+        word.rstrip("s") if word.startswith("error") else word: int(n)
+        for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)", summary[-1])
+    }
 
 
 def check_pytest(runner: Runner, name: str, args: list[str], limit: float, env: dict[str, str] | None = None) -> None:
     """Run pytest with ``args``; PASS when it exits 0 within ``limit``."""
-    step = runner.run(name, [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], limit, env=env,
-                      interrupt=True)
+    step = runner.run(
+        name, [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], limit, env=env, interrupt=True
+    )
     counts = pytest_counts(step.text)
     shown = ", ".join(f"{n} {word}" for word, n in counts.items()) or "no summary"
     first_failure = next((line for line in step.text.splitlines() if line.startswith(("FAILED ", "ERROR "))), "")
     if step.rc == 0:
         runner.report(Result(name, "PASS", f"{shown} in {step.seconds:.0f} s", step.seconds, counts))
     elif step.rc is None:
-        runner.report(Result(name, "FAIL", f"stopped at the {step.limit:.0f} s time limit after {shown}"
-                             + (f"; first failure {first_failure}" if first_failure else ""), step.seconds, counts))
+        runner.report(
+            Result(
+                name,
+                "FAIL",
+                f"stopped at the {step.limit:.0f} s time limit after {shown}"
+                + (f"; first failure {first_failure}" if first_failure else ""),
+                step.seconds,
+                counts,
+            )
+        )
     else:
         reason = first_failure or checkout_changes(step.text) or step.failure()
         runner.report(Result(name, "FAIL", f"{shown} in {step.seconds:.0f} s; {reason[:300]}", step.seconds, counts))
@@ -432,8 +598,9 @@ def check_repo_clean(runner: Runner, since: float) -> None:
             if fresh and RUN_OUTPUT.search(relative):
                 written.append(relative)
     status = "FAIL" if written else "PASS"
-    message = (f"written inside the checkout: {', '.join(written[:10])}" if written
-               else "no run output inside the checkout")
+    message = (
+        f"written inside the checkout: {', '.join(written[:10])}" if written else "no run output inside the checkout"
+    )
     runner.report(Result("repo-clean", status, message, 0.0, {"written": written}))
 
 
@@ -447,8 +614,15 @@ def child_env(extra_path: str | None = None, dry_run: bool = False) -> dict[str,
     paths = [str(ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     if extra_path:
         paths.append(extra_path)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)), PYTHONUNBUFFERED="1",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", MPLBACKEND="Agg")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)),
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        MPLBACKEND="Agg",
+    )
     env.pop("WANDB_MODE", None)
     if dry_run:
         env["UNIVL_SKIP_CHECKOUT_CHECK"] = "1"
@@ -459,10 +633,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="every check on the CPU at tiny sizes")
     parser.add_argument("--logs", default=None, help="where logs go (default: a temp dir)")
-    parser.add_argument("--deadline", type=float, default=None, help="epoch seconds by which everything must end "
-                        "(default: now + 480 s, now + 300 s in a dry run)")
-    parser.add_argument("--wandb-path", default=None,
-                        help="site dir holding wandb and its dependencies (added to the path of the W&B test only)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="epoch seconds by which everything must end (default: now + 480 s, now + 300 s in a dry run)",
+    )
+    parser.add_argument(
+        "--wandb-path",
+        default=None,
+        help="site dir holding wandb and its dependencies (added to the path of the W&B test only)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (data, runs, checkpoints)")
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -488,8 +669,13 @@ def run_checks(args: argparse.Namespace, runner: Runner, work: Path) -> None:
         if wandb_env is None:
             runner.report(Result("wandb-test", "SKIP", "wandb wheels not installed (no --wandb-path)", 0.0, {}))
         else:
-            check_pytest(runner, "wandb-test", ["--basetemp", str(work / "pytest-wandb"), WANDB_TEST],
-                         runner.remaining() - INTERRUPT_GRACE, env=wandb_env)
+            check_pytest(
+                runner,
+                "wandb-test",
+                ["--basetemp", str(work / "pytest-wandb"), WANDB_TEST],
+                runner.remaining() - INTERRUPT_GRACE,
+                env=wandb_env,
+            )
 
     thread = threading.Thread(target=beside)
     thread.start()
@@ -510,8 +696,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="gpu_check_work_"))
     runner = Runner(logs, deadline - DEADLINE_MARGIN, child_env(dry_run=args.dry_run))
-    print(f"gpu_check.py: {'DRY RUN on the CPU at tiny sizes; ' if args.dry_run else ''}"
-          f"{deadline - start:.0f} s left; work dir {work}; logs {logs}", flush=True)
+    print(
+        f"gpu_check.py: {'DRY RUN on the CPU at tiny sizes; ' if args.dry_run else ''}"
+        f"{deadline - start:.0f} s left; work dir {work}; logs {logs}",
+        flush=True,
+    )
     try:
         run_checks(args, runner, work)
     finally:
@@ -519,8 +708,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     counts = {status: sum(r.status == status for r in runner.results) for status in ("PASS", "FAIL", "SKIP")}
     (logs / "summary.json").write_text(json.dumps([asdict(r) for r in runner.results], indent=1))
-    print(f"SUMMARY{' (dry run)' if args.dry_run else ''}: {len(runner.results)} checks, {counts['PASS']} PASS, "
-          f"{counts['FAIL']} FAIL, {counts['SKIP']} SKIP in {time.time() - start:.0f} s; logs in {logs}", flush=True)
+    print(
+        f"SUMMARY{' (dry run)' if args.dry_run else ''}: {len(runner.results)} checks, {counts['PASS']} PASS, "
+        f"{counts['FAIL']} FAIL, {counts['SKIP']} SKIP in {time.time() - start:.0f} s; logs in {logs}",
+        flush=True,
+    )
     return 1 if counts["FAIL"] else 0
 
 

@@ -7,12 +7,13 @@ shard, lists merged), removes positives, writes the ranked negatives in the rele
 datamodule draw from them for the batches sampled next. All ranks switch at the same step and read
 the same file (on multi-node runs the run directory must be on a shared file system).
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -70,7 +71,9 @@ def _training_ends_now(trainer: L.Trainer) -> bool:
     """True after the run's last optimizer step: negatives mined now would never be used."""
     if 0 <= trainer.max_steps <= trainer.global_step:
         return True
-    last_epoch = trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch >= trainer.max_epochs - 1
+    last_epoch = (
+        trainer.max_epochs is not None and trainer.max_epochs >= 0 and trainer.current_epoch >= trainer.max_epochs - 1
+    )
     return bool(last_epoch and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
 
@@ -135,14 +138,22 @@ class ANCEMiningCallback(Callback):
         self.mined.append((self._step(trainer, module), str(path)))
         self.timings.append(timings)
         if trainer.is_global_zero:
-            log.info("mined negatives at step %d -> %s (version %d; %s)", trainer.global_step, path, version, {k: round(v, 2) for k, v in timings.items()})
+            log.info(
+                "mined negatives at step %d -> %s (version %d; %s)",
+                trainer.global_step,
+                path,
+                version,
+                {k: round(v, 2) for k, v in timings.items()},
+            )
         return path
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.at_fit_start and self.last_mined_step is None:
             self.refresh(trainer, pl_module)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         due = self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self.last_mined_step
         if due and not _training_ends_now(trainer):

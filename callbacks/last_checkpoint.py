@@ -5,6 +5,7 @@ monitored metric stops improving, ``last.ckpt`` stays at the best step and a run
 since. This checkpoint is rewritten after every validation (or training epoch, when Lightning saves there), and once
 more when training ends if the final step was not saved yet, in the directory Lightning picks for checkpoints.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

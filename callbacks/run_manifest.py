@@ -2,7 +2,8 @@
 
 It lists what the run produced, with the paths the next stage needs::
 
-    {"run_dir": ..., "best_checkpoint": ".../checkpoints/best-step120.ckpt", "best_score": 81.5, "monitor": "val/MRR@10",
+    {"run_dir": ..., "best_checkpoint": ".../checkpoints/best-step120.ckpt", "best_score": 81.5,
+     "monitor": "val/MRR@10",
      "last_checkpoint": ".../checkpoints/last.ckpt", "mined": [{"step": 40, "path": ...}],
      "evaluations": [{"split": "dev", "step": 40, "directory": ..., "metrics": {...}}], "commands": [...]}
 
@@ -82,8 +83,15 @@ class RunManifest(Checkpoint):
             if isinstance(callback, EmbeddingWriter) and callback.written:
                 manifest["embeddings"] = str(Path(callback.written[-1]).resolve())
             if isinstance(callback, EvaluationWriter):
-                evaluations = [{"split": e.split, "step": e.step, "directory": str(Path(e.directory).resolve()),
-                                "metrics": e.metrics} for e in callback.written]
+                evaluations = [
+                    {
+                        "split": e.split,
+                        "step": e.step,
+                        "directory": str(Path(e.directory).resolve()),
+                        "metrics": e.metrics,
+                    }
+                    for e in callback.written
+                ]
                 manifest["evaluations"] = _merge(manifest.get("evaluations", []), evaluations, ("directory",))
         command = {"command": trainer.state.fn.value if trainer.state.fn else None, "started": self._started}
         manifest["commands"] = _merge(manifest.get("commands", []), [command], ("command", "started"))

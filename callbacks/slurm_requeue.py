@@ -12,6 +12,7 @@ its own for the signal, and a signal during start-up does not kill the process.
 
 After a successful requeue the callback waits for SLURM's SIGTERM, so that no later step writes a newer checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,8 +64,9 @@ class SLURMRequeue(Callback):
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         requested = self.requested
         if trainer.world_size > 1:  # every rank saves at the same step, whenever the signal reached it
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
@@ -78,8 +80,10 @@ class SLURMRequeue(Callback):
         requeued = self._requeue() if trainer.is_global_zero else False
         requeued = trainer.strategy.broadcast(requeued)
         if trainer.is_global_zero:
-            log.warning(f"{self.signum.name} at step {trainer.global_step}: saved {path}"
-                        + ("; requeued the job, waiting for SLURM to stop it" if requeued else ""))
+            log.warning(
+                f"{self.signum.name} at step {trainer.global_step}: saved {path}"
+                + ("; requeued the job, waiting for SLURM to stop it" if requeued else "")
+            )
         if requeued:
             deadline = time.monotonic() + self.wait_for_kill_s
             while not getattr(trainer, "received_sigterm", False) and time.monotonic() < deadline:

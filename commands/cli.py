@@ -131,8 +131,11 @@ def resolve_auto_ckpt(root: str | Path, log_dirs: Iterable[str | Path] = ()) -> 
 
 def next_version(root: Path) -> Path:
     """``root/version_N`` with N one above the highest there (``version_0`` in an empty or missing root)."""
-    numbers = [int(p.name.removeprefix("version_")) for p in root.glob("version_*")
-               if p.name.removeprefix("version_").isdigit()]
+    numbers = [
+        int(p.name.removeprefix("version_"))
+        for p in root.glob("version_*")
+        if p.name.removeprefix("version_").isdigit()
+    ]
     return root / f"version_{max(numbers, default=-1) + 1}"
 
 
@@ -172,10 +175,15 @@ class RetrieverCLI(LightningCLI):
         return {**LightningCLI.subcommands(), "mine": {"model", "datamodule"}, "demo": set()}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--run_dir", type=str | None, default=None,
-                            help="where this command writes (default: see `python train.py --help`)")
-        parser.link_arguments("model", "data.processor", compute_fn=lambda model: model.encoder.processor,
-                              apply_on="instantiate")
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="where this command writes (default: see `python train.py --help`)",
+        )
+        parser.link_arguments(
+            "model", "data.processor", compute_fn=lambda model: model.encoder.processor, apply_on="instantiate"
+        )
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         if subcommand != "demo":
@@ -196,13 +204,17 @@ class RetrieverCLI(LightningCLI):
         if config.get("ckpt_path") == "auto":
             root = config.get("run_dir") or config.trainer.get("default_root_dir")
             if not root:
-                raise InputError("--ckpt_path auto needs --run_dir (or --trainer.default_root_dir), the folder it searches")
+                raise InputError(
+                    "--ckpt_path auto needs --run_dir (or --trainer.default_root_dir), the folder it searches"
+                )
             config["ckpt_path"] = resolve_auto_ckpt(root)
             rank_zero_info(f"--ckpt_path auto: {config['ckpt_path'] or 'none, a fresh start'}")
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and not Path(ckpt_path).is_file():
-            raise InputError(f"--ckpt_path {ckpt_path} does not exist; pass a checkpoint file (a run's "
-                             f"checkpoints/best.ckpt or last.ckpt, listed in its {MANIFEST})")
+            raise InputError(
+                f"--ckpt_path {ckpt_path} does not exist; pass a checkpoint file (a run's "
+                f"checkpoints/best.ckpt or last.ckpt, listed in its {MANIFEST})"
+            )
         if ckpt_path:
             report_checkpoint_differences(ckpt_path, config.model)
 
@@ -210,8 +222,9 @@ class RetrieverCLI(LightningCLI):
         if self.subcommand in (None, "demo"):
             return
         config = self.config[self.subcommand]
-        self.run_dir = choose_run_dir(self.subcommand, config.get("run_dir"), config.get("ckpt_path"),
-                                      config.trainer.get("default_root_dir"))
+        self.run_dir = choose_run_dir(
+            self.subcommand, config.get("run_dir"), config.get("ckpt_path"), config.trainer.get("default_root_dir")
+        )
         os.environ[RUN_DIR_ENV] = str(self.run_dir)  # the ranks this process launches use the same one
         config.trainer.default_root_dir = str(self.run_dir)
         if self.subcommand == "fit":
@@ -245,9 +258,13 @@ class RetrieverCLI(LightningCLI):
     def before_fit(self) -> None:
         loss, dm = self.model.loss, self.datamodule
         mines_at_start = any(getattr(cb, "at_fit_start", False) for cb in self.trainer.callbacks)
-        loss.check_has_negatives(dm.hparams.batch_size, self.trainer.world_size, dm.hard_negatives_per_query(),
-                                 mines_at_start, negatives=f"negatives_file={dm.hparams.negatives_file}, "
-                                                           f"strategy={dm.strategy.name}")
+        loss.check_has_negatives(
+            dm.hparams.batch_size,
+            self.trainer.world_size,
+            dm.hard_negatives_per_query(),
+            mines_at_start,
+            negatives=f"negatives_file={dm.hparams.negatives_file}, strategy={dm.strategy.name}",
+        )
 
     def after_fit(self) -> None:
         if not self.trainer.is_global_zero:
@@ -258,15 +275,18 @@ class RetrieverCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         if subcommand != "demo":
             return super()._run_subcommand(subcommand)
-        arguments = {k: v for k, v in self.config_init[subcommand].items()
-                     if k in self._subcommand_method_arguments[subcommand]}
+        arguments = {
+            k: v for k, v in self.config_init[subcommand].items() if k in self._subcommand_method_arguments[subcommand]
+        }
         RetrieverTrainer.demo(None, **arguments)  # the demo needs no trainer of its own
 
 
 def _loggers(value: Any) -> list[Any]:
     """The configured loggers that take a ``save_dir`` (``trainer.logger`` may be one, a list, or a bool)."""
     loggers = value if isinstance(value, list) else [value]
-    return [lg for lg in loggers if hasattr(lg, "init_args") and lg.init_args is not None and "save_dir" in lg.init_args]
+    return [
+        lg for lg in loggers if hasattr(lg, "init_args") and lg.init_args is not None and "save_dir" in lg.init_args
+    ]
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:

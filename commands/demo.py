@@ -11,6 +11,7 @@ Each step is the command a user would type, run through the same CLI (``commands
 
 Paths between the steps come from each run's ``run.json`` (``callbacks.RunManifest``), as a user's would.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,17 @@ COLUMNS = ("MRR@10", "NDCG@10", "Recall@100", "image_share@10", "text/MRR@10", "
 
 
 def _common(config: str, data: Path, out: Path, seed: int, overrides: list[str]) -> list[str]:
-    return ["--config", config, "--data.data_dir", str(data), "--trainer.default_root_dir", str(out),
-            "--seed_everything", str(seed), *overrides]
+    return [
+        "--config",
+        config,
+        "--data.data_dir",
+        str(data),
+        "--trainer.default_root_dir",
+        str(out),
+        "--seed_everything",
+        str(seed),
+        *overrides,
+    ]
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:
@@ -47,7 +57,10 @@ def results_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the stages' test metrics."""
     head = "| stage | " + " | ".join(COLUMNS) + " | minutes |"
     rule = "|---|" + "---:|" * (len(COLUMNS) + 1)
-    body = [f"| {r['stage']} | " + " | ".join(f"{r['metrics'][c]:.2f}" for c in COLUMNS) + f" | {r['minutes']:.1f} |" for r in rows]
+    body = [
+        f"| {r['stage']} | " + " | ".join(f"{r['metrics'][c]:.2f}" for c in COLUMNS) + f" | {r['minutes']:.1f} |"
+        for r in rows
+    ]
     return "\n".join([head, rule, *body])
 
 
@@ -70,7 +83,15 @@ def plot_dev_curves(path: Path, stages: list[tuple[str, Path]], refresh_steps: l
         points = dev_curves(stage_dir)
         steps = [offset + step for step, _ in points]
         for key, colour in (("MRR@10", "black"), ("text/MRR@10", "tab:blue"), ("image/MRR@10", "tab:orange")):
-            ax.plot(steps, [m[key] for _, m in points], style, color=colour, marker="o", markersize=3, label=f"{label}: {key}")
+            ax.plot(
+                steps,
+                [m[key] for _, m in points],
+                style,
+                color=colour,
+                marker="o",
+                markersize=3,
+                label=f"{label}: {key}",
+            )
         if label.startswith("3"):
             ax.axvline(offset, color="grey", linestyle=":", linewidth=1.5)  # stage 2: mining with the stage-1 model
             for step in refresh_steps:
@@ -97,7 +118,7 @@ def run_demo(
     refresh_every: int = 69,
     overrides: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the whole pipeline into ``out``; return one row per stage. ``overrides`` are CLI arguments for both stages."""
+    """Run the whole pipeline into ``out``; return one row per stage (``overrides``: CLI arguments for both stages)."""
     from commands.cli import cli_main
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -110,43 +131,82 @@ def run_demo(
     rows: list[dict[str, Any]] = []
 
     start = time.perf_counter()
-    stage1 = cli_main(["fit", *_common(STAGE1_CONFIG, data, out / "stage1_clip_dpr", seed, overrides),
-                       "--trainer.max_epochs", str(stage1_epochs)])
+    stage1 = cli_main(
+        [
+            "fit",
+            *_common(STAGE1_CONFIG, data, out / "stage1_clip_dpr", seed, overrides),
+            "--trainer.max_epochs",
+            str(stage1_epochs),
+        ]
+    )
     run1 = stage1.run_dir
     best1 = _manifest(run1)["best_checkpoint"]
-    tested1 = cli_main(["test", *_common(STAGE1_CONFIG, data, out / "stage1_clip_dpr", seed, overrides),
-                        "--ckpt_path", best1])
-    rows.append({"stage": "1. CLIP-DPR (in-batch)", "metrics": _test_metrics(tested1),
-                 "minutes": (time.perf_counter() - start) / 60})
+    tested1 = cli_main(
+        ["test", *_common(STAGE1_CONFIG, data, out / "stage1_clip_dpr", seed, overrides), "--ckpt_path", best1]
+    )
+    rows.append(
+        {
+            "stage": "1. CLIP-DPR (in-batch)",
+            "metrics": _test_metrics(tested1),
+            "minutes": (time.perf_counter() - start) / 60,
+        }
+    )
 
     start = time.perf_counter()
     negatives = out / "negatives" / "stage1-train-negatives.json"
-    cli_main(["mine", *_common(STAGE1_CONFIG, data, out / "stage1_clip_dpr", seed, overrides), "--ckpt_path", best1,
-              "--out", str(negatives)])
+    cli_main(
+        [
+            "mine",
+            *_common(STAGE1_CONFIG, data, out / "stage1_clip_dpr", seed, overrides),
+            "--ckpt_path",
+            best1,
+            "--out",
+            str(negatives),
+        ]
+    )
     mined = [m for m in _manifest(run1)["mined"] if m["path"] == str(negatives.resolve())]
     mining = {"minutes": (time.perf_counter() - start) / 60, "file": str(negatives), "step": mined[-1]["step"]}
 
     start = time.perf_counter()
     stage3_args = _common(STAGE3_CONFIG, data, out / "stage3_univl_dr", seed, overrides)
-    stage3 = cli_main(["fit", *stage3_args, "--trainer.max_epochs", str(stage3_epochs),
-                       "--data.negatives_file", str(negatives), "--model.encoder.init_args.pretrained", best1,
-                       "--trainer.callbacks.init_args.every_n_steps", str(refresh_every)])
+    stage3 = cli_main(
+        [
+            "fit",
+            *stage3_args,
+            "--trainer.max_epochs",
+            str(stage3_epochs),
+            "--data.negatives_file",
+            str(negatives),
+            "--model.encoder.init_args.pretrained",
+            best1,
+            "--trainer.callbacks.init_args.every_n_steps",
+            str(refresh_every),
+        ]
+    )
     run3 = stage3.run_dir
     manifest3 = _manifest(run3)
     refreshes = manifest3.get("mined", [])
     tested3 = cli_main(["test", *stage3_args, "--ckpt_path", manifest3["best_checkpoint"]])
-    rows.append({"stage": f"3. UniVL-DR (balanced hard negatives, {len(refreshes)} in-loop refreshes)",
-                 "metrics": _test_metrics(tested3), "minutes": (time.perf_counter() - start) / 60})
+    rows.append(
+        {
+            "stage": f"3. UniVL-DR (balanced hard negatives, {len(refreshes)} in-loop refreshes)",
+            "metrics": _test_metrics(tested3),
+            "minutes": (time.perf_counter() - start) / 60,
+        }
+    )
 
     refresh_steps = [m["step"] for m in refreshes]
     plot = plot_dev_curves(out / "results.png", [("1. CLIP-DPR", run1), ("3. UniVL-DR", run3)], refresh_steps)
     table = results_table(rows)
     with atomic_write(out / "results.md") as handle:
-        handle.write(f"# mini-WebQA demo ({size}, seed {seed}): test split, mixed corpus\n\n{table}\n\n"
-                     f"Stage 2 (mining top-100 with the stage-1 model): {mining['minutes']:.1f} min -> {negatives}\n"
-                     f"Runs: stage 1 {run1}, stage 3 {run3} (each with its run.json)\n")
+        handle.write(
+            f"# mini-WebQA demo ({size}, seed {seed}): test split, mixed corpus\n\n{table}\n\n"
+            f"Stage 2 (mining top-100 with the stage-1 model): {mining['minutes']:.1f} min -> {negatives}\n"
+            f"Runs: stage 1 {run1}, stage 3 {run3} (each with its run.json)\n"
+        )
     with atomic_write(out / "results.json") as handle:
-        json.dump({"rows": rows, "mining": mining, "refreshes": refreshes, "runs": [str(run1), str(run3)]}, handle,
-                  indent=2)
+        json.dump(
+            {"rows": rows, "mining": mining, "refreshes": refreshes, "runs": [str(run1), str(run3)]}, handle, indent=2
+        )
     print(f"\n{table}\n\nwritten: {out / 'results.md'}, {out / 'results.json'}, {plot}")
     return rows

@@ -4,6 +4,7 @@
 --data.batch_size?``; a misspelled key in a config file is named with the file. Exit status 2; the usage only
 with ``--help``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -12,8 +13,9 @@ import inspect
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, NoReturn
+from typing import Any, NoReturn
 
 import yaml
 from lightning.pytorch.cli import LightningArgumentParser
@@ -32,8 +34,12 @@ MAX_CHARS = 300
 
 def parser_keys(parser: Any) -> list[str]:
     """The dotted keys the parser accepts (``data.batch_size``), from its ``--`` options."""
-    return [opt[2:] for action in parser._actions for opt in action.option_strings
-            if opt.startswith("--") and opt not in ("--help", "--config", "--print_config")]
+    return [
+        opt[2:]
+        for action in parser._actions
+        for opt in action.option_strings
+        if opt.startswith("--") and opt not in ("--help", "--config", "--print_config")
+    ]
 
 
 def init_arg_keys(parent: str, class_path: str) -> list[str]:
@@ -84,8 +90,10 @@ def one_line_error(message: str, parser: Any, args: list[str]) -> str:
         if not flags:
             return f"unrecognized arguments: {unrecognized['args'].strip()}; {help_hint}"
         also = f" (also unrecognized: {' '.join(flags[1:])})" if len(flags) > 1 else ""
-        return (f"unrecognized argument {flags[0]}{also}; "
-                f"{_suggestion(flags[0].lstrip('-'), parser_keys(parser), '--', help_hint)}")
+        return (
+            f"unrecognized argument {flags[0]}{also}; "
+            f"{_suggestion(flags[0].lstrip('-'), parser_keys(parser), '--', help_hint)}"
+        )
     parent, init_arg = _PARENT.match(message), _INIT_ARG.search(message)
     if parent and init_arg:  # an init argument of a class given by class_path (model.encoder, trainer.callbacks, ...)
         key = f"{parent['parent']}.init_args.{init_arg['key']}"

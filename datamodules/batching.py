@@ -3,9 +3,11 @@
 A *processor* (supplied by the encoder, see ``lightning_modules.encoders.base.Processor``) gives
 ``tokenize(list[str])`` and ``image_transform(PIL.Image) -> Tensor`` plus ``image_shape``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -6,6 +6,7 @@ keeps only the index in memory (two sorted numpy arrays) and reads one line per 
 seek to the offset, ``readline``. The file handle is opened lazily once per process, so the
 object can be handed to DataLoader workers (forked or spawned) and each reopens its own.
 """
+
 from __future__ import annotations
 
 import base64

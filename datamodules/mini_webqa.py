@@ -12,6 +12,7 @@ against facts, not memorise documents.
 Usage: ``generate_mini_webqa(out_dir, size="small", seed=0)`` or
 ``python -m datamodules.mini_webqa --out DIR [--size tiny|small] [--seed N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,9 @@ import multiprocessing
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -35,23 +36,84 @@ from retrieval.errors import InputError
 
 # --------------------------------------------------------------------------- vocabulary
 SYLLABLES = (
-    "or", "vane", "kel", "dra", "mi", "ra", "tho", "sen", "bal", "lu", "zar", "en", "vi", "tor",
-    "qua", "lis", "ne", "mor", "ca", "del", "ith", "ul", "bre", "nar", "sol", "ka", "pe", "rin",
-    "go", "ter", "sha", "wen", "dun", "ae", "fal", "ro", "bex", "tam", "hal", "cy",
+    "or",
+    "vane",
+    "kel",
+    "dra",
+    "mi",
+    "ra",
+    "tho",
+    "sen",
+    "bal",
+    "lu",
+    "zar",
+    "en",
+    "vi",
+    "tor",
+    "qua",
+    "lis",
+    "ne",
+    "mor",
+    "ca",
+    "del",
+    "ith",
+    "ul",
+    "bre",
+    "nar",
+    "sol",
+    "ka",
+    "pe",
+    "rin",
+    "go",
+    "ter",
+    "sha",
+    "wen",
+    "dun",
+    "ae",
+    "fal",
+    "ro",
+    "bex",
+    "tam",
+    "hal",
+    "cy",
 )
 KINDS = (
-    "bridge", "tower", "castle", "museum", "temple", "lighthouse", "library", "stadium", "palace",
-    "fountain", "monastery", "observatory", "harbour", "dam", "cathedral", "theatre",
+    "bridge",
+    "tower",
+    "castle",
+    "museum",
+    "temple",
+    "lighthouse",
+    "library",
+    "stadium",
+    "palace",
+    "fountain",
+    "monastery",
+    "observatory",
+    "harbour",
+    "dam",
+    "cathedral",
+    "theatre",
 )
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (214, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 214), "yellow": (240, 214, 40),
-    "orange": (245, 135, 25), "purple": (135, 55, 175), "white": (245, 245, 245), "black": (25, 25, 25),
+    "red": (214, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 214),
+    "yellow": (240, 214, 40),
+    "orange": (245, 135, 25),
+    "purple": (135, 55, 175),
+    "white": (245, 245, 245),
+    "black": (25, 25, 25),
 }
 SHAPES = ("circle", "square", "triangle", "star", "cross", "diamond")
 MATERIALS = ("granite", "sandstone", "red brick", "limestone", "marble", "steel", "timber", "basalt", "slate")
 CAPTIONS = (
-    "A photograph of the {e}.", "A view of the {e}.", "The {e}, seen from outside.",
-    "Picture of the {e}.", "Tourist photo of the {e}.", "The {e} on a clear day.",
+    "A photograph of the {e}.",
+    "A view of the {e}.",
+    "The {e}, seen from outside.",
+    "Picture of the {e}.",
+    "Tourist photo of the {e}.",
+    "The {e} on a clear day.",
 )
 RADIUS = {"large": 0.22, "medium": 0.15, "small": 0.11}  # fraction of the image side
 SPLITS = ("train", "dev", "test")
@@ -100,41 +162,79 @@ class Attribute:
 
 
 ATTRIBUTES = (
-    Attribute("built", _year,
-              ("the {e} was built in {v}.", "construction of the {e} was completed in {v}."),
-              ("When was the {e} built?", "In what year was the {e} completed?",
-               "What year did construction of the {e} finish?")),
-    Attribute("opened", _year,
-              ("the {e} opened to the public in {v}.", "visitors were first admitted to the {e} in {v}."),
-              ("When did the {e} open to the public?", "In which year were visitors first let into the {e}?")),
-    Attribute("restored", _year,
-              ("the {e} was restored in {v} after a fire.", "a major restoration of the {e} ended in {v}."),
-              ("When was the {e} restored?", "In what year was the {e} renovated?")),
-    Attribute("location", _name,
-              ("the {e} is located in {v}.", "the {e} stands in the town of {v}."),
-              ("Where is the {e} located?", "In which town is the {e}?", "What town is home to the {e}?")),
-    Attribute("architect", _person,
-              ("the {e} was designed by the architect {v}.", "{v} drew the plans for the {e}."),
-              ("Who designed the {e}?", "Which architect planned the {e}?")),
-    Attribute("height", lambda rng: str(rng.randint(12, 380)),
-              ("the {e} is {v} metres tall.", "the {e} rises {v} metres above the ground."),
-              ("How tall is the {e}?", "What is the height of the {e} in metres?")),
-    Attribute("material", lambda rng: rng.choice(MATERIALS),
-              ("the {e} is built mostly of {v}.", "the walls of the {e} are made of {v}."),
-              ("What material is the {e} made of?", "Which material was used to build the {e}?")),
-    Attribute("visitors", lambda rng: str(rng.randint(5, 900)),
-              ("about {v} thousand people visit the {e} every year.",
-               "the {e} receives roughly {v} thousand visitors a year."),
-              ("How many people visit the {e} each year?", "How many visitors does the {e} get per year?")),
-    Attribute("named_after", _person,
-              ("the {e} is named after {v}.", "the {e} takes its name from {v}."),
-              ("Who is the {e} named after?", "After whom was the {e} named?")),
-    Attribute("owner", lambda rng: f"the {_name(rng)} {rng.choice(('Trust', 'Society', 'Foundation'))}",
-              ("the {e} is owned by {v}.", "{v} has managed the {e} for decades."),
-              ("Who owns the {e}?", "Which organisation is the owner of the {e}?")),
-    Attribute("river", _name,
-              ("the {e} lies on the banks of the {v} river.", "the {v} river flows past the {e}."),
-              ("Which river flows past the {e}?", "On which river does the {e} lie?")),
+    Attribute(
+        "built",
+        _year,
+        ("the {e} was built in {v}.", "construction of the {e} was completed in {v}."),
+        (
+            "When was the {e} built?",
+            "In what year was the {e} completed?",
+            "What year did construction of the {e} finish?",
+        ),
+    ),
+    Attribute(
+        "opened",
+        _year,
+        ("the {e} opened to the public in {v}.", "visitors were first admitted to the {e} in {v}."),
+        ("When did the {e} open to the public?", "In which year were visitors first let into the {e}?"),
+    ),
+    Attribute(
+        "restored",
+        _year,
+        ("the {e} was restored in {v} after a fire.", "a major restoration of the {e} ended in {v}."),
+        ("When was the {e} restored?", "In what year was the {e} renovated?"),
+    ),
+    Attribute(
+        "location",
+        _name,
+        ("the {e} is located in {v}.", "the {e} stands in the town of {v}."),
+        ("Where is the {e} located?", "In which town is the {e}?", "What town is home to the {e}?"),
+    ),
+    Attribute(
+        "architect",
+        _person,
+        ("the {e} was designed by the architect {v}.", "{v} drew the plans for the {e}."),
+        ("Who designed the {e}?", "Which architect planned the {e}?"),
+    ),
+    Attribute(
+        "height",
+        lambda rng: str(rng.randint(12, 380)),
+        ("the {e} is {v} metres tall.", "the {e} rises {v} metres above the ground."),
+        ("How tall is the {e}?", "What is the height of the {e} in metres?"),
+    ),
+    Attribute(
+        "material",
+        lambda rng: rng.choice(MATERIALS),
+        ("the {e} is built mostly of {v}.", "the walls of the {e} are made of {v}."),
+        ("What material is the {e} made of?", "Which material was used to build the {e}?"),
+    ),
+    Attribute(
+        "visitors",
+        lambda rng: str(rng.randint(5, 900)),
+        (
+            "about {v} thousand people visit the {e} every year.",
+            "the {e} receives roughly {v} thousand visitors a year.",
+        ),
+        ("How many people visit the {e} each year?", "How many visitors does the {e} get per year?"),
+    ),
+    Attribute(
+        "named_after",
+        _person,
+        ("the {e} is named after {v}.", "the {e} takes its name from {v}."),
+        ("Who is the {e} named after?", "After whom was the {e} named?"),
+    ),
+    Attribute(
+        "owner",
+        lambda rng: f"the {_name(rng)} {rng.choice(('Trust', 'Society', 'Foundation'))}",
+        ("the {e} is owned by {v}.", "{v} has managed the {e} for decades."),
+        ("Who owns the {e}?", "Which organisation is the owner of the {e}?"),
+    ),
+    Attribute(
+        "river",
+        _name,
+        ("the {e} lies on the banks of the {v} river.", "the {v} river flows past the {e}."),
+        ("Which river flows past the {e}?", "On which river does the {e} lie?"),
+    ),
 )
 
 
@@ -178,8 +278,9 @@ def verbalize(scene: Scene, rng: random.Random, noise: float) -> str:
                 continue
             group = replace(group, colour=rng.choice([c for c in COLOURS if c != group.colour]))
         parts.append(_group_phrase(group))
-    template = rng.choice(("an image of {o} on {b} background", "{o} against {b} background",
-                           "a picture showing {o} on {b} background"))
+    template = rng.choice(
+        ("an image of {o} on {b} background", "{o} against {b} background", "a picture showing {o} on {b} background")
+    )
     return template.format(o=_join(parts), b=_article(scene.background))
 
 
@@ -209,8 +310,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         polar = [(r if k % 2 == 0 else r * 0.45, -90 + 36 * k) for k in range(10)]
     else:  # cross: a plus sign with arms of half-width w
         w = 0.32 * r
-        pts = [(w, r), (w, w), (r, w), (r, -w), (w, -w), (w, -r),
-               (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w), (-w, r)]
+        pts = [
+            (w, r),
+            (w, w),
+            (r, w),
+            (r, -w),
+            (w, -w),
+            (w, -r),
+            (-w, -r),
+            (-w, -w),
+            (-r, -w),
+            (-r, w),
+            (-w, w),
+            (-w, r),
+        ]
         polar = [(math.hypot(x, y), math.degrees(math.atan2(y, x))) for x, y in pts]
     return [(cx + d * math.cos(math.radians(a + angle)), cy + d * math.sin(math.radians(a + angle))) for d, a in polar]
 
@@ -304,8 +417,10 @@ def write_image_tsv(
     ``workers`` > 1 draws the images in a process pool; the files are the same either way.
     """
     if n_images < 1 or image_size < 16 or workers < 1:
-        raise InputError(f"n_images={n_images}, image_size={image_size}, workers={workers}: need "
-                         f"n_images >= 1, image_size >= 16 and workers >= 1")
+        raise InputError(
+            f"n_images={n_images}, image_size={image_size}, workers={workers}: need "
+            f"n_images >= 1, image_size >= 16 and workers >= 1"
+        )
     ids = [str(first_id + i) for i in range(n_images)]
     jobs = [(i, image_size, seed, quality) for i in ids]
     if workers == 1:
@@ -341,18 +456,27 @@ class MiniWebQAConfig:
         checks = [
             ("n_entities", self.n_entities >= 1),
             ("images_per_entity", 1 <= self.images_per_entity[0] <= self.images_per_entity[1]),
-            ("attributes_per_entity",
-             1 <= self.attributes_per_entity[0] <= self.attributes_per_entity[1] <= len(ATTRIBUTES)),
-            ("n_train", self.n_train >= 1), ("n_dev", self.n_dev >= 1), ("n_test", self.n_test >= 1),
-            ("image_size", self.image_size >= 16), ("jpeg_quality", 1 <= self.jpeg_quality <= 95),
+            (
+                "attributes_per_entity",
+                1 <= self.attributes_per_entity[0] <= self.attributes_per_entity[1] <= len(ATTRIBUTES),
+            ),
+            ("n_train", self.n_train >= 1),
+            ("n_dev", self.n_dev >= 1),
+            ("n_test", self.n_test >= 1),
+            ("image_size", self.image_size >= 16),
+            ("jpeg_quality", 1 <= self.jpeg_quality <= 95),
             ("max_positives", self.max_positives >= 1),
         ]
-        checks += [(f, 0.0 <= getattr(self, f) <= 1.0) for f in
-                   ("paraphrase_prob", "duplicate_image_prob", "namesake_prob", "unasked_share", "verbal_noise")]
+        checks += [
+            (f, 0.0 <= getattr(self, f) <= 1.0)
+            for f in ("paraphrase_prob", "duplicate_image_prob", "namesake_prob", "unasked_share", "verbal_noise")
+        ]
         for name, ok in checks:
             if not ok:
-                raise InputError(f"mini_webqa option {name}={getattr(self, name)!r} is out of range; "
-                                 f"see MiniWebQAConfig for valid values")
+                raise InputError(
+                    f"mini_webqa option {name}={getattr(self, name)!r} is out of range; "
+                    f"see MiniWebQAConfig for valid values"
+                )
         return self
 
 
@@ -490,11 +614,16 @@ class Target:
 
 
 IMAGE_QUESTIONS = {
-    "pair": ("Which picture of the {e} shows {ac} {s}?", "In which image of the {e} can you see {ac} {s}?",
-             "Find the photo of the {e} with {ac} {s} in it."),
+    "pair": (
+        "Which picture of the {e} shows {ac} {s}?",
+        "In which image of the {e} can you see {ac} {s}?",
+        "Find the photo of the {e} with {ac} {s} in it.",
+    ),
     "shape": ("Which picture of the {e} contains a {s}?", "Show me the image of the {e} that has a {s}."),
-    "colour": ("Which picture of the {e} has the colour {c} in it?",
-               "In which photo of the {e} is there something {c}?"),
+    "colour": (
+        "Which picture of the {e} has the colour {c} in it?",
+        "In which photo of the {e} is there something {c}?",
+    ),
     "background": ("Which picture of the {e} has {ac} background?", "Find the image of the {e} with {ac} background."),
     "two": ("Which picture of the {e} shows two {c} {p}?", "In which image of the {e} are there two {c} {p}?"),
 }
@@ -517,8 +646,13 @@ def _image_target_text(prop: tuple[str, ...], title: str) -> tuple[tuple[str, ..
     s = args[-1] if kind in ("pair", "shape", "two") else ""
     slots = dict(e=title, c=c, ac=_article(c) if c else "", s=s, p=_plural(s) if s else "")
     questions = tuple(q.format(**slots) for q in IMAGE_QUESTIONS[kind])
-    answer = {"pair": f"{slots['ac']} {s}", "shape": f"a {s}", "colour": f"something {c}",
-              "background": f"{slots['ac']} background", "two": f"two {c} {slots['p']}"}[kind]
+    answer = {
+        "pair": f"{slots['ac']} {s}",
+        "shape": f"a {s}",
+        "colour": f"something {c}",
+        "background": f"{slots['ac']} background",
+        "two": f"two {c} {slots['p']}",
+    }[kind]
     return questions, f"The picture with {answer}."
 
 
@@ -559,8 +693,9 @@ def pick_questions(targets: list[Target], n: int, rng: random.Random, what: str)
     depth = max((len(qs) for _, qs in wordings), default=0)
     pool = [(t, qs[d]) for d in range(depth) for t, qs in wordings if d < len(qs)]
     if len(pool) < n:
-        raise InputError(f"only {len(pool)} {what} queries can be drawn, {n} asked; lower the query "
-                         f"count or raise n_entities")
+        raise InputError(
+            f"only {len(pool)} {what} queries can be drawn, {n} asked; lower the query count or raise n_entities"
+        )
     return pool[:n]
 
 
@@ -577,8 +712,14 @@ def _negatives(target: Target, entities: list[Entity], docs_of: DocsOf) -> tuple
     return img, txt
 
 
-def make_queries(cfg: MiniWebQAConfig, entities: list[Entity], images: list[ImageDoc], facts: list[FactDoc],
-                 targets: list[Target], rng: random.Random) -> dict[str, list[dict]]:
+def make_queries(
+    cfg: MiniWebQAConfig,
+    entities: list[Entity],
+    images: list[ImageDoc],
+    facts: list[FactDoc],
+    targets: list[Target],
+    rng: random.Random,
+) -> dict[str, list[dict]]:
     """Per split: half image, half text queries in the release's JSON schema."""
     docs_of: DocsOf = {e: ([], []) for e in range(len(entities))}
     for img in images:
@@ -600,9 +741,13 @@ def make_queries(cfg: MiniWebQAConfig, entities: list[Entity], images: list[Imag
 def _query_record(target: Target, question: str, rng: random.Random, img_neg: list[str], txt_neg: list[str]) -> dict:
     image = target.modality == "image"
     return {
-        "qid": _hex32(rng), "Q": question, "A": [target.answer],
-        "img_posFacts": list(target.positives) if image else [], "img_negFacts": img_neg,
-        "txt_posFacts": [] if image else list(target.positives), "txt_negFacts": txt_neg,
+        "qid": _hex32(rng),
+        "Q": question,
+        "A": [target.answer],
+        "img_posFacts": list(target.positives) if image else [],
+        "img_negFacts": img_neg,
+        "txt_posFacts": [] if image else list(target.positives),
+        "txt_negFacts": txt_neg,
     }
 
 
@@ -623,8 +768,11 @@ def _readme(size: str, seed: int, overrides: dict[str, object], counts: dict[str
     return (
         "SYNTHETIC data: a mini WebQA in the UniVL-DR release layout, generated by datamodules.mini_webqa.\n"
         "Fictional entities; images drawn with PIL; not real WebQA, numbers on it are not comparable to the paper.\n"
-        f"size={size} seed={seed}" + (f" overrides: {extra}" if extra else "") + "\n"
-        + " ".join(f"{k}={v}" for k, v in counts.items()) + "\n"
+        f"size={size} seed={seed}"
+        + (f" overrides: {extra}" if extra else "")
+        + "\n"
+        + " ".join(f"{k}={v}" for k, v in counts.items())
+        + "\n"
         f"regenerate: python -m datamodules.mini_webqa --out DIR --size {size} --seed {seed}\n"
         "files: train/dev/test.json, all_docs.json, all_imgs.json, all_imgs_exp.json (caption [SEP] generated "
         "description), imgs.tsv + imgs.lineidx.new, dev_qrels.txt, test_qrels.txt\n"
@@ -660,28 +808,55 @@ def generate_mini_webqa(out_dir: str | Path, size: str = "small", seed: int = 0,
     return out
 
 
-def _write_corpus(out: Path, cfg: MiniWebQAConfig, entities: list[Entity], images: list[ImageDoc],
-                  facts: list[FactDoc], seed: int) -> None:
+def _write_corpus(
+    out: Path, cfg: MiniWebQAConfig, entities: list[Entity], images: list[ImageDoc], facts: list[FactDoc], seed: int
+) -> None:
     """all_docs.json, all_imgs.json, all_imgs_exp.json and imgs.tsv + lineidx, in shuffled order."""
     order_rng = random.Random(f"{seed}:order")
     facts = order_rng.sample(facts, len(facts))
     images = order_rng.sample(images, len(images))
-    _write_jsonl(out / "all_docs.json", (
-        {"title": entities[f.entity].title, "fact": f.text,
-         "url": f"https://wiki.example.org/{entities[f.entity].title.replace(' ', '_')}", "snippet_id": f.snippet_id}
-        for f in facts))
-    _write_jsonl(out / "all_imgs.json", (
-        {"title": entities[i.entity].title, "caption": entities[i.entity].caption, "image_id": i.image_id}
-        for i in images))
+    _write_jsonl(
+        out / "all_docs.json",
+        (
+            {
+                "title": entities[f.entity].title,
+                "fact": f.text,
+                "url": f"https://wiki.example.org/{entities[f.entity].title.replace(' ', '_')}",
+                "snippet_id": f.snippet_id,
+            }
+            for f in facts
+        ),
+    )
+    _write_jsonl(
+        out / "all_imgs.json",
+        (
+            {"title": entities[i.entity].title, "caption": entities[i.entity].caption, "image_id": i.image_id}
+            for i in images
+        ),
+    )
     verbal_rng = random.Random(f"{seed}:verbal")
-    _write_jsonl(out / "all_imgs_exp.json", (
-        {"title": entities[i.entity].title,
-         "caption": f"{entities[i.entity].caption} [SEP] {verbalize(i.scene, verbal_rng, cfg.verbal_noise)}",
-         "image_id": i.image_id}
-        for i in images))
-    write_tsv(out / "imgs.tsv", out / "imgs.lineidx.new", (
-        (str(i.image_id), encode_jpeg(draw_scene(i.scene, cfg.image_size, f"{seed}:{i.image_id}"), cfg.jpeg_quality))
-        for i in images))
+    _write_jsonl(
+        out / "all_imgs_exp.json",
+        (
+            {
+                "title": entities[i.entity].title,
+                "caption": f"{entities[i.entity].caption} [SEP] {verbalize(i.scene, verbal_rng, cfg.verbal_noise)}",
+                "image_id": i.image_id,
+            }
+            for i in images
+        ),
+    )
+    write_tsv(
+        out / "imgs.tsv",
+        out / "imgs.lineidx.new",
+        (
+            (
+                str(i.image_id),
+                encode_jpeg(draw_scene(i.scene, cfg.image_size, f"{seed}:{i.image_id}"), cfg.jpeg_quality),
+            )
+            for i in images
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- command line

@@ -7,6 +7,7 @@ The synthetic mini-WebQA of that size and seed (``datamodules.mini_webqa``) is g
 reader never sees half a dataset and, when two processes race, the loser drops its copy and uses the winner's.
 Delete the directory to regenerate it.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,6 +70,8 @@ def parse_dataset_name(data_dir: str) -> NamedDataset | None:
     match = _NAME.fullmatch(str(data_dir))
     if match is None or match["size"] not in PRESETS:
         names = ", ".join(PREFIX + size for size in sorted(PRESETS))
-        raise InputError(f"unknown dataset name {str(data_dir)!r}; valid names: {names} (optionally :seed=N, "
-                         "e.g. mini-webqa:small:seed=1), or give a directory path")
+        raise InputError(
+            f"unknown dataset name {str(data_dir)!r}; valid names: {names} (optionally :seed=N, "
+            "e.g. mini-webqa:small:seed=1), or give a directory path"
+        )
     return NamedDataset(match["size"], int(match["seed"] or 0))

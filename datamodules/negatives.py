@@ -1,4 +1,5 @@
 """Hard-negative pools (the release's mined schema) and the paper's Table 3 sampling strategies."""
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,10 @@ def find_negatives_file(name: str | Path, data_dir: Path) -> Path:
     if found is not None:
         return found
     looked = "" if path.is_absolute() else f" (looked in {data_dir / path} and {Path.cwd() / path})"
-    raise InputError(f"negatives file {name} not found{looked}; mine one with: python train.py mine --config ... "
-                     "--ckpt_path ..., or set data.negatives_file to an existing file, webqa or null")
+    raise InputError(
+        f"negatives file {name} not found{looked}; mine one with: python train.py mine --config ... "
+        "--ckpt_path ..., or set data.negatives_file to an existing file, webqa or null"
+    )
 
 
 @dataclass
@@ -76,12 +79,12 @@ class NegativePool:
     source: str
 
     @classmethod
-    def empty(cls, n_queries: int) -> "NegativePool":
+    def empty(cls, n_queries: int) -> NegativePool:
         none = [np.zeros(0, dtype=np.int64) for _ in range(n_queries)]
         return cls(image=none, text=list(none), mixed=list(none), source="<none>")
 
     @classmethod
-    def from_file(cls, path: str | Path, queries: list[Query], corpus: Corpus) -> "NegativePool":
+    def from_file(cls, path: str | Path, queries: list[Query], corpus: Corpus) -> NegativePool:
         """Read a negatives file in the release's mined schema (``img_negFacts``, ``txt_negFacts``, ``all_negFacts``).
 
         Queries missing from the file get empty lists; unknown qids or doc ids are an error.
@@ -108,7 +111,10 @@ class NegativePool:
             pool.text[i] = lists["txt_negFacts"][~corpus.is_image[lists["txt_negFacts"]]]
             pool.mixed[i] = lists["all_negFacts"]
         if unknown_q:
-            raise InputError(f"{path}: {len(unknown_q)} qid(s) not in the training queries, first: {first_ids(unknown_q)}; was it mined for another split?")
+            raise InputError(
+                f"{path}: {len(unknown_q)} qid(s) not in the training queries, first: {first_ids(unknown_q)}; "
+                f"was it mined for another split?"
+            )
         return pool
 
     def check_can_give(self, strategy: NegativeStrategy, qids: list[str]) -> None:
@@ -122,12 +128,15 @@ class NegativePool:
         if len(short):
             raise InputError(
                 f"negatives k={strategy.k} ({strategy.name}) needs {strategy.total} negatives per query but "
-                f"{len(short)} of {len(qids)} queries have fewer in {self.source} (first: {first_ids([qids[i] for i in short])}; smallest list {sizes.min()}); "
+                f"{len(short)} of {len(qids)} queries have fewer in {self.source} (first: "
+                f"{first_ids([qids[i] for i in short])}; smallest list {sizes.min()}); "
                 "lower data.negatives_k or mine deeper lists"
             )
 
 
-def sample_negatives(pool: NegativePool, query_index: int, strategy: NegativeStrategy, rng: np.random.Generator) -> list[int]:
+def sample_negatives(
+    pool: NegativePool, query_index: int, strategy: NegativeStrategy, rng: np.random.Generator
+) -> list[int]:
     """Draw this query's hard negatives; a modality with too few candidates is topped up by the other."""
     if strategy.total == 0:
         return []
@@ -140,7 +149,9 @@ def sample_negatives(pool: NegativePool, query_index: int, strategy: NegativeStr
     shortfall = strategy.total - n_img - n_txt
     n_img = min(len(images), n_img + shortfall)  # top up with images when texts ran short
     n_txt = min(len(texts), strategy.total - n_img)  # and with texts when images ran short
-    picked = np.concatenate([rng.choice(images, size=n_img, replace=False), rng.choice(texts, size=n_txt, replace=False)])
+    picked = np.concatenate(
+        [rng.choice(images, size=n_img, replace=False), rng.choice(texts, size=n_txt, replace=False)]
+    )
     return picked.astype(np.int64).tolist()
 
 

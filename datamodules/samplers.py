@@ -3,12 +3,13 @@
 Both subclass ``DistributedSampler`` so Lightning leaves them as they are under DDP; each knows its
 rank and hands out only its share.
 """
+
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset, DistributedSampler
@@ -101,7 +102,8 @@ class TrainSampleSampler(DistributedSampler):
         self.num_batches = len(positives) // (batch_size * num_replicas)
         if self.num_batches == 0:
             raise InputError(
-                f"{len(positives)} training queries cannot fill one batch of {batch_size} x {num_replicas} device(s); lower data.batch_size"
+                f"{len(positives)} training queries cannot fill one batch of {batch_size} x {num_replicas} "
+                f"device(s); lower data.batch_size"
             )
 
     def __len__(self) -> int:

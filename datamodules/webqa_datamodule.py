@@ -1,4 +1,5 @@
 """The WebQA ``LightningDataModule``: modality-balanced training batches and full-corpus evaluation."""
+
 from __future__ import annotations
 
 import logging
@@ -146,8 +147,10 @@ class WebQADataModule(L.LightningDataModule):
         if self.named_dataset:
             self.named_dataset.prepare()  # a no-op after prepare_data (the Trainer calls it first)
         if not self.data_dir.is_dir():
-            raise InputError(f"data directory {self.data_dir} does not exist; fix data.data_dir, "
-                             "or set it to mini-webqa:small for the embedded synthetic dataset")
+            raise InputError(
+                f"data directory {self.data_dir} does not exist; fix data.data_dir, "
+                "or set it to mini-webqa:small for the embedded synthetic dataset"
+            )
         if self.corpus is None:
             self.corpus = Corpus.from_release(self.data_dir, self.hparams.caption_file)
             self.images = ImageStore(
@@ -166,7 +169,8 @@ class WebQADataModule(L.LightningDataModule):
         missing = [d for d in image_ids if d not in self.images]
         if missing:
             raise InputError(
-                f"{len(missing)} image doc(s) of {self.hparams.caption_file} have no line in imgs.lineidx.new, first: {first_ids(missing)}"
+                f"{len(missing)} image doc(s) of {self.hparams.caption_file} have no line in imgs.lineidx.new, "
+                f"first: {first_ids(missing)}"
             )
 
     def setup_train(self) -> None:
@@ -176,10 +180,15 @@ class WebQADataModule(L.LightningDataModule):
         path = self.data_dir / "train.json"
         self.train_queries = read_queries(path)
         check_queries_against_corpus(self.train_queries, self.corpus, str(path))
-        self.train_positives = [np.asarray(self.corpus.lookup(q.positives, str(path)), dtype=np.int64) for q in self.train_queries]
+        self.train_positives = [
+            np.asarray(self.corpus.lookup(q.positives, str(path)), dtype=np.int64) for q in self.train_queries
+        ]
         empty = [q.qid for q, p in zip(self.train_queries, self.train_positives) if len(p) == 0]
         if empty:
-            raise InputError(f"{path}: {len(empty)} training queries have no positive, first: {first_ids(empty)}; every training query needs img_posFacts or txt_posFacts")
+            raise InputError(
+                f"{path}: {len(empty)} training queries have no positive, first: {first_ids(empty)}; every "
+                f"training query needs img_posFacts or txt_posFacts"
+            )
         source = self._restored_negatives or self.hparams.negatives_file
         self.registry = NegativeRegistry(self.load_negatives(source), source, version=self._restored_version)
         if source is None and self.strategy.total:
@@ -236,7 +245,10 @@ class WebQADataModule(L.LightningDataModule):
             queries = read_queries(self.data_dir / f"{name}.json")
             qrels_path = self.data_dir / f"{name}_qrels.txt"
             if not qrels_path.is_file():
-                raise InputError(f"missing {name} qrels: {qrels_path} does not exist; evaluation needs {name}_qrels.txt (<qid>\\t<docid>\\t1 lines)")
+                raise InputError(
+                    f"missing {name} qrels: {qrels_path} does not exist; evaluation needs {name}_qrels.txt "
+                    f"(<qid>\\t<docid>\\t1 lines)"
+                )
             qrels = read_qrels(qrels_path)
             check_qrels_against(qrels, queries, self.corpus, str(qrels_path))
             self.splits[name] = EvalSplit(name, queries, qrels)
@@ -245,8 +257,10 @@ class WebQADataModule(L.LightningDataModule):
     # ------------------------------------------------------------ dataloaders
     def _require_processor(self) -> Any:
         if self.processor is None:
-            raise RuntimeError("WebQADataModule has no processor: pass processor=encoder.processor or call "
-                               "set_processor(encoder.processor) (the CLI links model.encoder.processor to it)")
+            raise RuntimeError(
+                "WebQADataModule has no processor: pass processor=encoder.processor or call "
+                "set_processor(encoder.processor) (the CLI links model.encoder.processor to it)"
+            )
         return self.processor
 
     def _world(self) -> tuple[int, int]:
@@ -285,7 +299,9 @@ class WebQADataModule(L.LightningDataModule):
         sampler = self.train_sampler()
         sampler.skip_batches, self._skip_batches = self._skip_batches, 0
         docs = DocumentLoader(self.corpus, self.images, self._require_processor())
-        queries = QueryCollator(self.processor, [q.text for q in self.train_queries], [q.qid for q in self.train_queries])
+        queries = QueryCollator(
+            self.processor, [q.text for q in self.train_queries], [q.qid for q in self.train_queries]
+        )
         collate = TrainCollator(docs, queries, self.train_positives)
         return self._loader(sampler, collate, len(self.train_queries), train=True)
 

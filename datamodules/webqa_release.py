@@ -3,12 +3,13 @@
 Text docs (``all_docs.json``) and image docs (a caption file such as ``all_imgs.json``) share one
 id space: a :class:`Corpus` gives every doc an integer index and a modality flag.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -36,7 +37,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{line_no}: not valid JSON ({err.msg}); expected one JSON object per line") from None
+                raise InputError(
+                    f"{path}:{line_no}: not valid JSON ({err.msg}); expected one JSON object per line"
+                ) from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
             yield line_no, record
@@ -122,7 +125,7 @@ class Corpus:
         return [self.index[d] for d in doc_ids]
 
     @classmethod
-    def from_release(cls, data_dir: str | Path, caption_file: str = "all_imgs.json") -> "Corpus":
+    def from_release(cls, data_dir: str | Path, caption_file: str = "all_imgs.json") -> Corpus:
         """Read ``all_docs.json`` and the caption file; duplicate doc ids are an error."""
         data_dir = Path(data_dir)
         docs_path = require_file(data_dir / "all_docs.json", "text corpus")
@@ -134,17 +137,26 @@ class Corpus:
         def add(doc_id: str, text: str, where: str) -> None:
             if doc_id in first_seen:
                 raise InputError(
-                    f"{where}: duplicate doc id {doc_id!r} (first seen at {first_seen[doc_id]}); doc ids must be unique across {docs_path.name} and {imgs_path.name}"
+                    f"{where}: duplicate doc id {doc_id!r} (first seen at {first_seen[doc_id]}); doc ids must "
+                    f"be unique across {docs_path.name} and {imgs_path.name}"
                 )
             first_seen[doc_id] = where
             doc_ids.append(doc_id)
             texts.append(text)
 
         for line_no, record in iter_jsonl(docs_path):
-            add(str(_field(record, "snippet_id", docs_path, line_no)), str(_field(record, "fact", docs_path, line_no)), f"{docs_path}:{line_no}")
+            add(
+                str(_field(record, "snippet_id", docs_path, line_no)),
+                str(_field(record, "fact", docs_path, line_no)),
+                f"{docs_path}:{line_no}",
+            )
         n_text = len(doc_ids)
         for line_no, record in iter_jsonl(imgs_path):
-            add(str(_field(record, "image_id", imgs_path, line_no)), str(record.get("caption") or ""), f"{imgs_path}:{line_no}")
+            add(
+                str(_field(record, "image_id", imgs_path, line_no)),
+                str(record.get("caption") or ""),
+                f"{imgs_path}:{line_no}",
+            )
         is_image = np.zeros(len(doc_ids), dtype=bool)
         is_image[n_text:] = True
         return cls(doc_ids=doc_ids, texts=texts, is_image=is_image, index={d: i for i, d in enumerate(doc_ids)})
@@ -152,7 +164,10 @@ class Corpus:
 
 def unknown_ids_error(missing: list[str], where: str) -> InputError:
     """The error for ids that are not in the corpus: first few ids and the count."""
-    return InputError(f"{where}: {len(missing)} doc id(s) not in the corpus, first: {first_ids(missing)}; check the data directory and caption file")
+    return InputError(
+        f"{where}: {len(missing)} doc id(s) not in the corpus, first: {first_ids(missing)}; check the data "
+        f"directory and caption file"
+    )
 
 
 def check_queries_against_corpus(queries: list[Query], corpus: Corpus, where: str) -> None:

@@ -4,11 +4,13 @@ Every ``--model.*`` value the user gives (config files and command line) is used
 saved hyperparameters are compared with it and the keys that differ are listed in one line; the encoder's
 architecture, which the weights need to load, must match the checkpoint's or the command stops.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -47,7 +49,10 @@ def _configured_architecture(encoder_config: Any) -> dict[str, Any]:
     module, _, name = encoder_config["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module), name)
     init_args = encoder_config.get("init_args") or {}
-    return {"class_path": qualified_name(cls), **{arg: init_args.get(arg) for arg in getattr(cls, "ARCHITECTURE_ARGS", ())}}
+    return {
+        "class_path": qualified_name(cls),
+        **{arg: init_args.get(arg) for arg in getattr(cls, "ARCHITECTURE_ARGS", ())},
+    }
 
 
 def check_architecture(saved: Mapping[str, Any] | None, encoder_config: Any, ckpt_path: str) -> None:
@@ -59,8 +64,10 @@ def check_architecture(saved: Mapping[str, Any] | None, encoder_config: Any, ckp
         new = configured.get(key)
         if new != old:
             flag = "model.encoder.class_path" if key == "class_path" else f"model.encoder.init_args.{key}"
-            raise InputError(f"checkpoint {ckpt_path} was trained with {flag} {old!r} but the configuration gives "
-                             f"{new!r}; use the configuration the checkpoint was trained with, or drop --ckpt_path")
+            raise InputError(
+                f"checkpoint {ckpt_path} was trained with {flag} {old!r} but the configuration gives "
+                f"{new!r}; use the configuration the checkpoint was trained with, or drop --ckpt_path"
+            )
 
 
 def report_checkpoint_differences(ckpt_path: str | Path, model_config: Any) -> None:
@@ -69,5 +76,7 @@ def report_checkpoint_differences(ckpt_path: str | Path, model_config: Any) -> N
     check_architecture(checkpoint.get(ARCHITECTURE_KEY), model_config["encoder"], str(ckpt_path))
     differences = hyperparameter_differences(checkpoint.get("hyper_parameters", {}), model_config)
     if differences:
-        rank_zero_info(f"{ckpt_path}: the configuration differs from the checkpoint's in {', '.join(differences)}; "
-                       "the configuration's values are used")
+        rank_zero_info(
+            f"{ckpt_path}: the configuration differs from the checkpoint's in {', '.join(differences)}; "
+            "the configuration's values are used"
+        )

@@ -3,6 +3,7 @@
 Queries are few and travel to every rank; corpus vectors never leave their rank (Tevatron's
 shard-then-merge). Every rank ends with the same merged top-k.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,7 +24,7 @@ class EncodedShard:
     vectors: torch.Tensor  # fp16 [N, D], CPU
 
     @classmethod
-    def concat(cls, parts: list[tuple[torch.Tensor, torch.Tensor]], dim: int) -> "EncodedShard":
+    def concat(cls, parts: list[tuple[torch.Tensor, torch.Tensor]], dim: int) -> EncodedShard:
         if not parts:
             return cls(torch.zeros(0, dtype=torch.long), torch.zeros((0, dim), dtype=torch.float16))
         return cls(torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu())

@@ -1,4 +1,5 @@
 """W&B logger that runs offline when no API key is configured (never asks for one)."""
+
 from __future__ import annotations
 
 import netrc

@@ -125,8 +125,9 @@ class ContrastiveRetrievalLoss(nn.Module):
         self.cross_device = cross_device
         self.share_hard_negatives = share_hard_negatives
 
-    def check_has_negatives(self, batch_size: int, world_size: int, hard_per_query: int, mines_at_start: bool,
-                            negatives: str = "") -> None:
+    def check_has_negatives(
+        self, batch_size: int, world_size: int, hard_per_query: int, mines_at_start: bool, negatives: str = ""
+    ) -> None:
         """InputError when batches of ``batch_size`` queries per rank with ``hard_per_query`` hard negatives each
         (0 without a negatives file) would give no query a single negative under this loss."""
         batch = batch_size * (world_size if self.cross_device else 1)
@@ -134,7 +135,8 @@ class ContrastiveRetrievalLoss(nn.Module):
         has_hard = (self.hard_negatives or self.share_hard_negatives) and (hard_per_query > 0 or mines_at_start)
         if not (has_in_batch or has_hard):
             raise InputError(
-                f"no negatives: loss(in_batch={self.in_batch}, hard_negatives={self.hard_negatives}) with batch {batch} "
+                f"no negatives: loss(in_batch={self.in_batch}, hard_negatives={self.hard_negatives}) with batch "
+                f"{batch} "
                 f"and {hard_per_query} hard negatives per query ({negatives}); raise data.batch_size, enable "
                 "model.loss.init_args.in_batch, or give data.negatives_file with a strategy other than none"
             )

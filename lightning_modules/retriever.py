@@ -1,4 +1,5 @@
 """The universal retriever as a LightningModule: contrastive training and full-corpus evaluation."""
+
 from __future__ import annotations
 
 import logging
@@ -8,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from datamodules.batches import DocBatch, QueryBatch, TrainBatch
@@ -92,8 +93,10 @@ class UniversalRetriever(L.LightningModule):
         if not 0 < temperature:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if learnable_temperature and 1.0 / temperature > max_logit_scale * (1 + 1e-6):
-            raise ValueError(f"temperature {temperature} is below 1/max_logit_scale = {1.0 / max_logit_scale}; "
-                             "raise model.temperature or model.max_logit_scale")
+            raise ValueError(
+                f"temperature {temperature} is below 1/max_logit_scale = {1.0 / max_logit_scale}; "
+                "raise model.temperature or model.max_logit_scale"
+            )
         index.check(encoder.embedding_dim)  # reject a bad factory now, not at the first evaluation
         self.save_hyperparameters(ignore=["encoder", "loss", "index"])
         self.hparams["index"] = asdict(index)
@@ -190,7 +193,8 @@ class UniversalRetriever(L.LightningModule):
         if bad:
             qids = batch.queries.ids
             raise FloatingPointError(
-                f"non-finite loss {loss.item()} at global step {self.global_step}, batch {batch_idx} (queries {qids[:8]}); "
+                f"non-finite loss {loss.item()} at global step {self.global_step}, batch {batch_idx} (queries "
+                f"{qids[:8]}); "
                 "lower model.lr, check the data, or use precision 32"
             )
 
@@ -204,7 +208,9 @@ class UniversalRetriever(L.LightningModule):
         optimizer, scheduler = self.optimizers(use_pl_optimizer=False), self.lr_schedulers()
         scheduler.base_lrs = [hp.lr] * len(optimizer.param_groups)
         for group, multiplier in zip(optimizer.param_groups, scheduler.lr_lambdas):
-            group.update(initial_lr=hp.lr, lr=hp.lr * multiplier(scheduler.last_epoch), betas=tuple(hp.betas), eps=hp.eps)
+            group.update(
+                initial_lr=hp.lr, lr=hp.lr * multiplier(scheduler.last_epoch), betas=tuple(hp.betas), eps=hp.eps
+            )
             if group.get("name") == "decay":
                 group["weight_decay"] = hp.weight_decay
 
@@ -214,12 +220,21 @@ class UniversalRetriever(L.LightningModule):
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, **kwargs: Any) -> Any:
         """``nn.Module.load_state_dict``, but weights of another architecture are one InputError line."""
         model = describe_model(type(self).__name__, self.encoder.architecture())
-        return load_fitting_state_dict(self, super().load_state_dict, state_dict, strict, model,
-                                       getattr(self._trainer, "ckpt_path", None), **kwargs)
+        return load_fitting_state_dict(
+            self,
+            super().load_state_dict,
+            state_dict,
+            strict,
+            model,
+            getattr(self._trainer, "ckpt_path", None),
+            **kwargs,
+        )
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(build_param_groups(self, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        optimizer = torch.optim.AdamW(
+            build_param_groups(self, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(hp.warmup_steps, total)
         if hp.schedule == "cosine":
@@ -253,10 +268,18 @@ class UniversalRetriever(L.LightningModule):
             self._eval_parts.queries.append(part)
             return
         self._eval_parts.docs.append(part)  # images skipped as undecodable (data.skip_bad_images), summed over ranks
-        self.log(f"{stage}/skipped_images", batch.skipped_images, reduce_fx="sum", sync_dist=True,
-                 add_dataloader_idx=False, batch_size=1)
+        self.log(
+            f"{stage}/skipped_images",
+            batch.skipped_images,
+            reduce_fx="sum",
+            sync_dist=True,
+            add_dataloader_idx=False,
+            batch_size=1,
+        )
 
-    def predict_step(self, batch: DocBatch, batch_idx: int, dataloader_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_step(
+        self, batch: DocBatch, batch_idx: int, dataloader_idx: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed_batch(batch)
 
     def on_validation_epoch_end(self) -> None:
@@ -283,8 +306,10 @@ class UniversalRetriever(L.LightningModule):
         coverage = {"queries_evaluated": len(rows), "docs_indexed": count_rows(docs)}
         self._warn_if_partial(split_name, len(data.query_ids), len(data.doc_ids), **coverage)
         step = self.evaluation_step()
-        rank_zero_info(f"{split_name}-step{step}: top-{self.hparams.eval_top_k} search of {len(rows)} queries over "
-                       f"{coverage['docs_indexed']} docs with index {self.index.factory!r} on {self.device}")
+        rank_zero_info(
+            f"{split_name}-step{step}: top-{self.hparams.eval_top_k} search of {len(rows)} queries over "
+            f"{coverage['docs_indexed']} docs with index {self.index.factory!r} on {self.device}"
+        )
         results = {"all": self._search(queries, docs)}
         if self.hparams.eval_subsets:
             results["text"] = self._search(queries, docs, keep=~data.doc_is_image)
@@ -300,8 +325,9 @@ class UniversalRetriever(L.LightningModule):
         logged = {**metrics, **coverage}
         self.log_dict({f"{stage}/{name}": float(value) for name, value in logged.items()}, sync_dist=False)
 
-    def _warn_if_partial(self, split_name: str, n_queries: int, n_docs: int, queries_evaluated: int,
-                         docs_indexed: int) -> None:
+    def _warn_if_partial(
+        self, split_name: str, n_queries: int, n_docs: int, queries_evaluated: int, docs_indexed: int
+    ) -> None:
         """Say when the evaluation loaders were cut short (``limit_val_batches`` / ``limit_test_batches`` < 1)."""
         if (queries_evaluated, docs_indexed) != (n_queries, n_docs):
             rank_zero_warn(

@@ -1,11 +1,13 @@
 """Write files so a reader never sees a half-written one: temporary name, then rename."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 
 def _umask() -> int:

@@ -1,8 +1,9 @@
 """The one exception type for bad user input (files, ids, configs), and how commands report it."""
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class InputError(ValueError):

@@ -18,16 +18,17 @@ install the module ``faiss``, so an environment holds exactly one of them.
 Vectors are not normalised here: callers pass unit vectors, so inner product = cosine.
 Among equal scores the order is whatever the backend produces; compare results up to ties.
 """
-from __future__ import annotations
 
-from dataclasses import dataclass
+from __future__ import annotations
 
 import contextlib
 import functools
 import logging
 import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,8 +53,9 @@ FLAT_BLOCK_QUERIES = 1024
 FLAT_BLOCK_DOCS = 16384
 
 
-def as_float32_matrix(vectors: Array, name: str = "vectors", dim: int | None = None,
-                      dim_owner: str = "the index") -> np.ndarray:
+def as_float32_matrix(
+    vectors: Array, name: str = "vectors", dim: int | None = None, dim_owner: str = "the index"
+) -> np.ndarray:
     """Return ``vectors`` (numpy or torch, any float dtype) as a C-contiguous float32 [N, dim] array."""
     if isinstance(vectors, torch.Tensor):
         tensor = vectors.detach().cpu()
@@ -69,8 +71,10 @@ def as_float32_matrix(vectors: Array, name: str = "vectors", dim: int | None = N
     if array.ndim != 2:
         raise InputError(f"{name} has shape {tuple(array.shape)}; pass a 2-D array [N, dim]")
     if dim is not None and array.shape[1] != dim:
-        raise InputError(f"{name} have dimension {array.shape[1]} but {dim_owner} has dimension {dim}; "
-                         "encode both with the same model")
+        raise InputError(
+            f"{name} have dimension {array.shape[1]} but {dim_owner} has dimension {dim}; "
+            "encode both with the same model"
+        )
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
@@ -99,7 +103,7 @@ def _check_factory_string(factory: str) -> None:
         raise InputError(f"index factory {factory!r} is not a FAISS factory string; pass e.g. 'Flat' or 'IVF1024,Flat'")
 
 
-def _build_faiss_index(dim: int, factory: str) -> "faiss.Index":
+def _build_faiss_index(dim: int, factory: str) -> faiss.Index:
     """Build an inner-product FAISS index from a factory string, turning FAISS errors into InputError."""
     _check_factory_string(factory)
     faiss = _faiss()
@@ -107,8 +111,10 @@ def _build_faiss_index(dim: int, factory: str) -> "faiss.Index":
         return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as err:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else "rejected"
-        raise InputError(f"FAISS rejected index factory string {factory!r} ({reason}); "
-                         "pass a valid one such as 'Flat', 'IVF1024,Flat' or 'HNSW32'") from None
+        raise InputError(
+            f"FAISS rejected index factory string {factory!r} ({reason}); "
+            "pass a valid one such as 'Flat', 'IVF1024,Flat' or 'HNSW32'"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -129,8 +135,10 @@ class IndexConfig:
         if self.nprobe is not None and self.factory != "Flat":
             _set_nprobe(_build_faiss_index(dim, self.factory), self.nprobe, self.factory)
         elif self.nprobe is not None:
-            raise InputError(f"nprobe={self.nprobe} was given but index 'Flat' has no inverted lists; "
-                             "drop nprobe or use an IVF factory such as 'IVF1024,Flat'")
+            raise InputError(
+                f"nprobe={self.nprobe} was given but index 'Flat' has no inverted lists; "
+                "drop nprobe or use an IVF factory such as 'IVF1024,Flat'"
+            )
 
 
 def check_index_factory(factory: str, dim: int = 8) -> None:
@@ -140,14 +148,16 @@ def check_index_factory(factory: str, dim: int = 8) -> None:
         _build_faiss_index(dim, factory)
 
 
-def _set_nprobe(index: "faiss.Index", nprobe: int, factory: str) -> None:
+def _set_nprobe(index: faiss.Index, nprobe: int, factory: str) -> None:
     if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
         raise InputError(f"nprobe={nprobe!r} is not a positive integer; pass e.g. 16")
     try:
         _faiss().ParameterSpace().set_index_parameter(index, "nprobe", int(nprobe))
     except RuntimeError:
-        raise InputError(f"nprobe={nprobe} was given but index {factory!r} has no inverted lists; "
-                         "drop nprobe or use an IVF factory such as 'IVF1024,Flat'") from None
+        raise InputError(
+            f"nprobe={nprobe} was given but index {factory!r} has no inverted lists; "
+            "drop nprobe or use an IVF factory such as 'IVF1024,Flat'"
+        ) from None
 
 
 def _faiss() -> Any:
@@ -155,8 +165,10 @@ def _faiss() -> Any:
     try:
         import faiss
     except ImportError:
-        raise InputError("FAISS is not installed; pip install -e '.[cpu]' (faiss-cpu) or '.[gpu]' (faiss-gpu-cu12), "
-                         "or use the exact index factory 'Flat', which torch can search without FAISS") from None
+        raise InputError(
+            "FAISS is not installed; pip install -e '.[cpu]' (faiss-cpu) or '.[gpu]' (faiss-gpu-cu12), "
+            "or use the exact index factory 'Flat', which torch can search without FAISS"
+        ) from None
     return faiss
 
 
@@ -186,14 +198,17 @@ def as_device(device: torch.device | str | int | None) -> torch.device:
     return torch.device(device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_cpu_fallback(gpu: int) -> None:
-    log.warning("FAISS has no GPU support here (faiss-cpu build); the index for cuda:%d stays on the CPU. "
-                "Exact search ('Flat') runs on the GPU through torch anyway; for approximate indexes on the GPU "
-                "install the GPU build in place of faiss-cpu (README, 'FAISS on GPUs').", gpu)
+    log.warning(
+        "FAISS has no GPU support here (faiss-cpu build); the index for cuda:%d stays on the CPU. "
+        "Exact search ('Flat') runs on the GPU through torch anyway; for approximate indexes on the GPU "
+        "install the GPU build in place of faiss-cpu (README, 'FAISS on GPUs').",
+        gpu,
+    )
 
 
-def _to_gpu(index: "faiss.Index", device: torch.device) -> tuple["faiss.Index", Any]:
+def _to_gpu(index: faiss.Index, device: torch.device) -> tuple[faiss.Index, Any]:
     """Move ``index`` to this one GPU (never to all of them: each DDP rank owns one device).
 
     Returns the index and the GPU resources object that must live as long as it (None on the CPU).
@@ -210,8 +225,10 @@ def _to_gpu(index: "faiss.Index", device: torch.device) -> tuple["faiss.Index", 
     try:
         return faiss.index_cpu_to_gpu(resources, gpu, index), resources
     except (RuntimeError, AttributeError) as err:
-        raise InputError(f"this FAISS index cannot run on the GPU ({err}); search it on the CPU or use "
-                         "index factory 'Flat' (exact search on the GPU with torch)") from None
+        raise InputError(
+            f"this FAISS index cannot run on the GPU ({err}); search it on the CPU or use "
+            "index factory 'Flat' (exact search on the GPU with torch)"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -246,8 +263,9 @@ class DenseIndex:
     inverted lists visited by IVF indexes.
     """
 
-    def __init__(self, dim: int, factory: str = "Flat", device: torch.device | str | int | None = None,
-                 nprobe: int | None = None) -> None:
+    def __init__(
+        self, dim: int, factory: str = "Flat", device: torch.device | str | int | None = None, nprobe: int | None = None
+    ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InputError(f"dim={dim!r} is not a positive integer; pass the embedding dimension, e.g. 512")
         index = _build_faiss_index(int(dim), factory)
@@ -255,7 +273,7 @@ class DenseIndex:
             _set_nprobe(index, nprobe, factory)
         self._attach(index, factory, device)
 
-    def _attach(self, index: "faiss.Index", factory: str, device: torch.device | str | int | None) -> None:
+    def _attach(self, index: faiss.Index, factory: str, device: torch.device | str | int | None) -> None:
         self.dim: int = index.d
         self.factory: str = factory
         self._index, self._gpu_resources = _to_gpu(index, as_device(device))
@@ -280,8 +298,10 @@ class DenseIndex:
             self._index.train(array)
         except RuntimeError as err:
             reason = str(err).strip().splitlines()[-1]
-            raise InputError(f"training index {self.factory!r} on {len(array)} vectors failed ({reason}); "
-                             "pass more training vectors or a smaller factory (fewer IVF lists)") from None
+            raise InputError(
+                f"training index {self.factory!r} on {len(array)} vectors failed ({reason}); "
+                "pass more training vectors or a smaller factory (fewer IVF lists)"
+            ) from None
 
     def reserve(self, total: int) -> None:
         """Pre-allocate room for ``total`` vectors in a flat (``"Flat"``, ``"SQ8"``, ``"PQ..."``) CPU index.
@@ -332,8 +352,9 @@ class DenseIndex:
             faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expected_dim: int | None = None,
-             device: torch.device | str | int | None = None) -> "DenseIndex":
+    def load(
+        cls, path: str | os.PathLike, expected_dim: int | None = None, device: torch.device | str | int | None = None
+    ) -> DenseIndex:
         """Read an index written by :meth:`save`; ``expected_dim`` guards against a wrong encoder."""
         faiss = _faiss()
         path = Path(path)
@@ -342,11 +363,14 @@ class DenseIndex:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError:
-            raise InputError(f"{str(path)!r} is not a FAISS index file; "
-                             "pass a file written by DenseIndex.save") from None
+            raise InputError(
+                f"{str(path)!r} is not a FAISS index file; pass a file written by DenseIndex.save"
+            ) from None
         if expected_dim is not None and index.d != expected_dim:
-            raise InputError(f"index {str(path)!r} has dimension {index.d} but expected_dim is {expected_dim}; "
-                             "load the index built with this encoder or rebuild it")
+            raise InputError(
+                f"index {str(path)!r} has dimension {index.d} but expected_dim is {expected_dim}; "
+                "load the index built with this encoder or rebuild it"
+            )
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise InputError(f"index {str(path)!r} does not use inner product; rebuild it with DenseIndex")
         loaded = cls.__new__(cls)
@@ -358,8 +382,9 @@ class DenseIndex:
 
 
 @torch.inference_mode()
-def _topk_over_docs(queries: torch.Tensor, docs: torch.Tensor, k: int,
-                    doc_chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _topk_over_docs(
+    queries: torch.Tensor, docs: torch.Tensor, k: int, doc_chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k of ``queries @ docs.T`` computed ``doc_chunk_size`` docs at a time, merged as it goes.
 
     Scores are computed in the inputs' dtype (fp16/bf16 on a GPU) and merged in fp32.
@@ -367,7 +392,7 @@ def _topk_over_docs(queries: torch.Tensor, docs: torch.Tensor, k: int,
     best_scores = torch.full((len(queries), k), -torch.inf, device=queries.device)
     best_indices = torch.full((len(queries), k), -1, dtype=torch.int64, device=queries.device)
     for start in range(0, len(docs), doc_chunk_size):
-        block = docs[start:start + doc_chunk_size]
+        block = docs[start : start + doc_chunk_size]
         scores, indices = (queries @ block.T).topk(min(k, len(block)), dim=1)
         merged_scores = torch.cat([best_scores, scores.float()], dim=1)
         merged_indices = torch.cat([best_indices, indices + start], dim=1)
@@ -376,9 +401,15 @@ def _topk_over_docs(queries: torch.Tensor, docs: torch.Tensor, k: int,
     return best_scores, best_indices
 
 
-def brute_force_search(docs: Array, queries: Array, k: int, chunk_size: int = 1024,
-                       doc_chunk_size: int = 131072, device: torch.device | str | int | None = None,
-                       dtype: torch.dtype = torch.float32) -> SearchResult:
+def brute_force_search(
+    docs: Array,
+    queries: Array,
+    k: int,
+    chunk_size: int = 1024,
+    doc_chunk_size: int = 131072,
+    device: torch.device | str | int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> SearchResult:
     """Exact top-``k`` by torch matmul + topk, never holding more than ``chunk_size x doc_chunk_size`` scores.
 
     The docs are copied to ``device`` (None: the CPU) once, in ``dtype``; queries follow chunk by chunk.
@@ -395,10 +426,10 @@ def brute_force_search(docs: Array, queries: Array, k: int, chunk_size: int = 10
     scores = np.full((len(query_array), k), -np.inf, dtype=np.float32)
     indices = np.full((len(query_array), k), -1, dtype=np.int64)
     for start in range(0, len(query_array), chunk_size):
-        chunk = torch.from_numpy(query_array[start:start + chunk_size]).to(target, dtype)
+        chunk = torch.from_numpy(query_array[start : start + chunk_size]).to(target, dtype)
         top_scores, top_indices = _topk_over_docs(chunk, doc_tensor, k, doc_chunk_size)
-        scores[start:start + len(chunk)] = top_scores.cpu().numpy()
-        indices[start:start + len(chunk)] = top_indices.cpu().numpy()
+        scores[start : start + len(chunk)] = top_scores.cpu().numpy()
+        indices[start : start + len(chunk)] = top_indices.cpu().numpy()
     return _pad_invalid(scores, indices)
 
 
@@ -419,8 +450,7 @@ def exact_search_backend(device: torch.device | str | int | None) -> str:
     return "faiss"
 
 
-def exact_search(docs: Array, queries: Array, k: int,
-                 device: torch.device | str | int | None = None) -> SearchResult:
+def exact_search(docs: Array, queries: Array, k: int, device: torch.device | str | int | None = None) -> SearchResult:
     """Exact top-``k`` of ``queries`` over ``docs`` with the backend :func:`exact_search_backend` picks."""
     target = as_device(device)
     if exact_search_backend(target) == "torch":
@@ -448,8 +478,10 @@ def merge_topk(parts: Sequence[tuple[Array, Array]], offsets: Sequence[int], k: 
         scores = np.asarray(scores.cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float32)
         indices = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
         if scores.ndim != 2 or scores.shape != indices.shape or len(scores) != len(parts[0][0]):
-            raise InputError(f"shard {shard} has scores {scores.shape} and indices {indices.shape}; "
-                             f"every shard needs matching [Q, k_i] arrays for the same {len(parts[0][0])} queries")
+            raise InputError(
+                f"shard {shard} has scores {scores.shape} and indices {indices.shape}; "
+                f"every shard needs matching [Q, k_i] arrays for the same {len(parts[0][0])} queries"
+            )
         all_scores.append(np.where(indices >= 0, scores, -np.inf).astype(np.float32))
         all_indices.append(np.where(indices >= 0, indices + int(offset), -1))
     scores, indices = np.concatenate(all_scores, axis=1), np.concatenate(all_indices, axis=1)

@@ -17,10 +17,11 @@ Conventions (DESIGN.md section 4):
 * ``image_share@10``: mean, over qrels queries with a non-empty ranking, of the share of image documents
   among the query's top-10 in trec_eval's order.
 """
+
 from __future__ import annotations
 
 import operator
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pytrec_eval
 
@@ -36,10 +37,13 @@ MRR_CUTOFFS = (10, 20)
 NDCG_CUTOFFS = (10, 20)
 RECALL_CUTOFFS = (20, 100)
 IMAGE_SHARE_CUTOFF = 10
-METRIC_NAMES = tuple([f"MRR@{k}" for k in MRR_CUTOFFS] + [f"NDCG@{k}" for k in NDCG_CUTOFFS]
-                     + [f"Recall@{k}" for k in RECALL_CUTOFFS])
-TREC_MEASURES = {**{f"NDCG@{k}": f"ndcg_cut_{k}" for k in NDCG_CUTOFFS},
-                 **{f"Recall@{k}": f"recall_{k}" for k in RECALL_CUTOFFS}}
+METRIC_NAMES = tuple(
+    [f"MRR@{k}" for k in MRR_CUTOFFS] + [f"NDCG@{k}" for k in NDCG_CUTOFFS] + [f"Recall@{k}" for k in RECALL_CUTOFFS]
+)
+TREC_MEASURES = {
+    **{f"NDCG@{k}": f"ndcg_cut_{k}" for k in NDCG_CUTOFFS},
+    **{f"Recall@{k}": f"recall_{k}" for k in RECALL_CUTOFFS},
+}
 
 
 def _ordered(run: ScoredRun) -> Ordered:
@@ -52,8 +56,9 @@ def _ordered(run: ScoredRun) -> Ordered:
         except InputError:
             raise
         except (TypeError, ValueError):
-            raise InputError(f"the run for query {qid!r} is not a list of (docid, score) pairs; pass "
-                             "qid -> [(docid, score)]") from None
+            raise InputError(
+                f"the run for query {qid!r} is not a list of (docid, score) pairs; pass qid -> [(docid, score)]"
+            ) from None
         if len(set(map(_DOC, ordered[qid]))) != len(ordered[qid]):
             raise InputError(f"the run ranks a document twice for query {qid!r}; de-duplicate the run")
     return ordered
@@ -101,8 +106,7 @@ def _evaluate(ordered: Ordered, qrels: Qrels, image_doc_ids: set[str] | None) ->
     judged = {qid: {doc: int(level) for doc, level in levels.items()} for qid, levels in qrels.items()}
     metrics = _trec_eval(ordered, judged)
     if image_doc_ids is not None:
-        metrics[f"image_share@{IMAGE_SHARE_CUTOFF}"] = _image_share(ordered, judged, image_doc_ids,
-                                                                    IMAGE_SHARE_CUTOFF)
+        metrics[f"image_share@{IMAGE_SHARE_CUTOFF}"] = _image_share(ordered, judged, image_doc_ids, IMAGE_SHARE_CUTOFF)
     return metrics
 
 
@@ -125,26 +129,35 @@ def _check_modality(run: Ordered, name: str, wrong_doc: Callable[[str], bool], w
     for qid, ranking in run.items():
         for doc, _ in ranking:
             if wrong_doc(doc):
-                raise InputError(f"{name} ranks {wrong_kind} document {doc!r} for query {qid!r}; "
-                                 f"pass the run searched against the {name.split('_')[0]}-only corpus")
+                raise InputError(
+                    f"{name} ranks {wrong_kind} document {doc!r} for query {qid!r}; "
+                    f"pass the run searched against the {name.split('_')[0]}-only corpus"
+                )
 
 
-def evaluate_by_modality(run: ScoredRun, qrels: Qrels, image_doc_ids: set[str], text_run: ScoredRun | None = None,
-                         image_run: ScoredRun | None = None) -> dict[str, float]:
+def evaluate_by_modality(
+    run: ScoredRun,
+    qrels: Qrels,
+    image_doc_ids: set[str],
+    text_run: ScoredRun | None = None,
+    image_run: ScoredRun | None = None,
+) -> dict[str, float]:
     """Paper Table 2 views: plain keys = all queries vs the mixed corpus (``run``, with ``image_share@10``);
     ``text/...`` = queries with a text positive vs the text corpus (``text_run``); ``image/...`` = queries
     with an image positive vs the image corpus (``image_run``). Each subset's qrels keep only documents of
     its modality; a view is left out when its run is None or no query has a positive of that modality.
     """
     metrics = evaluate_run(run, qrels, image_doc_ids)
-    views = (("text", text_run, lambda doc: doc not in image_doc_ids, "an image"),
-             ("image", image_run, lambda doc: doc in image_doc_ids, "a text"))
+    views = (
+        ("text", text_run, lambda doc: doc not in image_doc_ids, "an image"),
+        ("image", image_run, lambda doc: doc in image_doc_ids, "a text"),
+    )
     for prefix, view_run, in_view, wrong_kind in views:
         view_qrels = _restrict_qrels(qrels, in_view)
         if view_run is None or not view_qrels:
             continue
         ordered = _ordered(view_run)
-        _check_modality(ordered, f"{prefix}_run", lambda doc: not in_view(doc), wrong_kind)
+        _check_modality(ordered, f"{prefix}_run", lambda doc, in_view=in_view: not in_view(doc), wrong_kind)
         metrics.update({f"{prefix}/{name}": value for name, value in _evaluate(ordered, view_qrels, None).items()})
     return metrics
 
@@ -154,8 +167,9 @@ def _unknown_message(what: str, unknown: list[str], fix: str) -> str:
     return f"{what} {len(unknown)} unknown ids ({first_ids(unknown)}{more}); {fix}"
 
 
-def check_run_ids(run: ScoredRun, qrels: Qrels, known_doc_ids: set[str] | Mapping[str, object],
-                  allow_extra_queries: bool = False) -> None:
+def check_run_ids(
+    run: ScoredRun, qrels: Qrels, known_doc_ids: set[str] | Mapping[str, object], allow_extra_queries: bool = False
+) -> None:
     """Raise InputError if the run or the qrels name documents outside ``known_doc_ids``, or (unless
     ``allow_extra_queries``) the run holds queries that have no qrels."""
     fix = "check that the run, qrels and corpus come from the same data directory"
@@ -168,5 +182,10 @@ def check_run_ids(run: ScoredRun, qrels: Qrels, known_doc_ids: set[str] | Mappin
         raise InputError(_unknown_message("the qrels name", unknown_judged, fix))
     extra_queries = [qid for qid in run if qid not in qrels]
     if extra_queries and not allow_extra_queries:
-        raise InputError(_unknown_message("the run has queries absent from the qrels:", extra_queries,
-                                          "evaluate with the qrels of the same split or pass allow_extra_queries=True"))
+        raise InputError(
+            _unknown_message(
+                "the run has queries absent from the qrels:",
+                extra_queries,
+                "evaluate with the qrels of the same split or pass allow_extra_queries=True",
+            )
+        )

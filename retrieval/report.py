@@ -1,8 +1,9 @@
 """Turn search results into a TREC run file, metrics and ``metrics.json`` in a run directory."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -41,8 +42,9 @@ def evaluate_runs(
     return evaluate_by_modality(scored["all"], judged, image_ids, scored.get("text"), scored.get("image"))
 
 
-def write_evaluation(out_dir: str | Path, run: Mapping[str, list[tuple[str, float]]], metrics: Mapping[str, float],
-                     tag: str) -> None:
+def write_evaluation(
+    out_dir: str | Path, run: Mapping[str, list[tuple[str, float]]], metrics: Mapping[str, float], tag: str
+) -> None:
     """``run.trec`` (the mixed run, in trec_eval's order) and ``metrics.json`` into ``out_dir`` (atomic writes)."""
     out_dir = Path(out_dir)
     write_trec_run(out_dir / "run.trec", run, tag=tag)

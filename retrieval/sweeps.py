@@ -15,6 +15,7 @@ A sweep file is written in W&B's sweep syntax (``bayes`` needs ``wandb agent``: 
 
 Grid trials enumerate the product of the ``values`` lists, the last parameter varying fastest.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,13 +43,17 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     try:
         sweep = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise InputError(f"sweep file {path}: cannot read it ({type(err).__name__}: {str(err).splitlines()[0]})")
+        raise InputError(
+            f"sweep file {path}: cannot read it ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
     if not isinstance(sweep, dict) or not isinstance(sweep.get("parameters"), dict) or not sweep["parameters"]:
         raise InputError(f"sweep file {path}: needs a 'parameters' mapping of dotted config keys")
     method = sweep.get("method", "grid")
     if method not in ("grid", "random"):
-        raise InputError(f"sweep file {path}: method {method!r} needs a W&B agent (sweep.sbatch wandb:SWEEP_ID); "
-                         "here use grid or random")
+        raise InputError(
+            f"sweep file {path}: method {method!r} needs a W&B agent (sweep.sbatch wandb:SWEEP_ID); "
+            "here use grid or random"
+        )
     if method == "random" and not (isinstance(sweep.get("count"), int) and sweep["count"] > 0):
         raise InputError(f"sweep file {path}: a random sweep needs 'count: N' (N > 0 trials)")
     for key, spec in sweep["parameters"].items():
@@ -109,8 +114,10 @@ def _draw(rng: random.Random, spec: dict[str, Any]) -> Any:
 
 def as_overrides(params: dict[str, Any]) -> list[str]:
     """``--key=value`` arguments of the Lightning CLI (strings as they are, anything else as JSON)."""
-    return [f"--{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
-            for key, value in params.items()]
+    return [
+        f"--{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
+        for key, value in params.items()
+    ]
 
 
 def best_metric(trial_dir: Path, metric: str = METRIC) -> tuple[float, int] | None:
@@ -128,8 +135,11 @@ def best_metric(trial_dir: Path, metric: str = METRIC) -> tuple[float, int] | No
     if not found:
         for path in trial_dir.rglob("metrics*.csv"):
             with open(path, newline="") as handle:
-                found += [(float(row[metric]), int(float(row.get("step") or -1))) for row in csv.DictReader(handle)
-                          if row.get(metric)]
+                found += [
+                    (float(row[metric]), int(float(row.get("step") or -1)))
+                    for row in csv.DictReader(handle)
+                    if row.get(metric)
+                ]
     return max(found, key=lambda item: (item[0], -item[1])) if found else None
 
 
@@ -143,8 +153,14 @@ def summarize(sweep_dir: str | Path, metric: str = METRIC) -> list[dict[str, Any
     for trial in trials:
         params_file = trial / "params"
         best = best_metric(trial, metric)
-        rows.append({"trial": trial.name, "params": params_file.read_text().split() if params_file.exists() else [],
-                     metric: None if best is None else round(best[0], 4), "step": None if best is None else best[1]})
+        rows.append(
+            {
+                "trial": trial.name,
+                "params": params_file.read_text().split() if params_file.exists() else [],
+                metric: None if best is None else round(best[0], 4),
+                "step": None if best is None else best[1],
+            }
+        )
     return rows
 
 
@@ -183,6 +199,7 @@ def _command(argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     """``count SWEEP``, ``trial SWEEP INDEX`` or ``summarize DIR``; bad input is one line on stderr, exit 2."""
     return exit_status(lambda: _command(argv))
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

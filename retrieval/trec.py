@@ -4,6 +4,7 @@
   scores by docid descending (trec_eval's ``strcmp`` rule, reversed), so the rank column is trec_eval's rank.
 * Qrels: the release's ``qid<TAB>docid<TAB>rel`` lines, or TREC's ``qid iter docid rel``.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import math
 import numbers
 import operator
 import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 from retrieval.atomic import atomic_write
 from retrieval.errors import InputError
@@ -40,8 +41,10 @@ def _check_decreasing(qid: str, ranking: Sequence[tuple[str, float]]) -> None:
     for rank, (docid, score) in enumerate(ranking, start=1):
         _check_token(docid, "doc id")
         if not float(score) <= previous:
-            raise InputError(f"query {qid!r}: score {score!r} at rank {rank} is above rank {rank - 1}'s "
-                             f"or not a number; sort each ranking by decreasing score")
+            raise InputError(
+                f"query {qid!r}: score {score!r} at rank {rank} is above rank {rank - 1}'s "
+                f"or not a number; sort each ranking by decreasing score"
+            )
         previous = float(score)
 
 
@@ -107,8 +110,9 @@ def _parse_qrels_line(fields: list[str], where: str) -> tuple[str, str, int]:
     elif len(fields) == 4:
         qid, _, docid, level = fields
     else:
-        raise InputError(f"{where}: expected 'qid docid rel' or 'qid 0 docid rel', got {len(fields)} columns; "
-                         "fix the line")
+        raise InputError(
+            f"{where}: expected 'qid docid rel' or 'qid 0 docid rel', got {len(fields)} columns; fix the line"
+        )
     try:
         return qid, docid, int(level)
     except ValueError:
@@ -123,8 +127,9 @@ def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         qid, docid, level = _parse_qrels_line(fields, where)
         judged = qrels.setdefault(qid, {})
         if judged.get(docid, level) != level:
-            raise InputError(f"{where}: doc {docid!r} of query {qid!r} judged both {judged[docid]} and {level}; "
-                             "keep one judgement")
+            raise InputError(
+                f"{where}: doc {docid!r} of query {qid!r} judged both {judged[docid]} and {level}; keep one judgement"
+            )
         judged[docid] = level
     return qrels
 

@@ -1,4 +1,5 @@
 """Helpers for tests that run ``python train.py`` in a subprocess on the tiny recipe."""
+
 from __future__ import annotations
 
 import csv
@@ -13,15 +14,33 @@ ROOT = Path(__file__).resolve().parents[1]
 def train(*args: str, timeout: int = 400, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python train.py ARGS`` from the repository root, output captured (``env``: extra environment variables)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def tiny_args(data_dir: Path, out: Path) -> list[str]:
     """The tiny UniVL-DR recipe on ``data_dir``, runs under ``out`` (``out/version_N``), small batches, no workers."""
-    return ["--config", "configs/tiny/univl_dr_tiny.yaml", "--data.data_dir", str(data_dir), "--data.batch_size", "4",
-            "--data.eval_batch_size", "32", "--data.num_workers", "0", "--trainer.default_root_dir", str(out),
-            "--trainer.enable_progress_bar", "false", "--model.lr", "1e-3", "--trainer.log_every_n_steps", "1"]
+    return [
+        "--config",
+        "configs/tiny/univl_dr_tiny.yaml",
+        "--data.data_dir",
+        str(data_dir),
+        "--data.batch_size",
+        "4",
+        "--data.eval_batch_size",
+        "32",
+        "--data.num_workers",
+        "0",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--model.lr",
+        "1e-3",
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
 
 
 def metrics_rows(out: Path) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ ends; a path that appeared or changed in between fails the session (exit status 
 Changes that predate the session are ignored unless a test touches them again. Set
 ``UNIVL_SKIP_CHECKOUT_CHECK=1`` to skip the check (e.g. while editing files during a test run).
 """
+
 from __future__ import annotations
 
 import os
@@ -149,8 +150,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     changed = checkout_changes(before, after)
     if not changed:
         return
-    lines = [f"the tests changed the git checkout {REPO_ROOT} (tests must write under tmp_path only):",
-             *(f"    {line}" for line in changed)]
+    lines = [
+        f"the tests changed the git checkout {REPO_ROOT} (tests must write under tmp_path only):",
+        *(f"    {line}" for line in changed),
+    ]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.line("")

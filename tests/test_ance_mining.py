@@ -1,4 +1,5 @@
 """In-loop ANCE mining: the mined lists are the current model's top-k, training switches to them, resume keeps them."""
+
 from __future__ import annotations
 
 import copy
@@ -6,8 +7,6 @@ import json
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import pytest
 import torch
 
 from callbacks import EvaluationWriter
@@ -22,15 +21,32 @@ from retrieval.index import brute_force_search
 def _setup(tiny_data_dir: Path, tiny_encoder: CLIPEncoder) -> tuple[UniversalRetriever, WebQADataModule]:
     loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
     module = UniversalRetriever(copy.deepcopy(tiny_encoder), loss=loss, temperature=0.05, lr=1e-3)
-    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
-                         batch_size=8, eval_batch_size=16, num_workers=0, processor=module.encoder.processor)
+    dm = WebQADataModule(
+        str(tiny_data_dir),
+        negatives_file="webqa",
+        negative_strategy="balanced",
+        negatives_k=1,
+        batch_size=8,
+        eval_batch_size=16,
+        num_workers=0,
+        processor=module.encoder.processor,
+    )
     return module, dm
 
 
 def _trainer(root: Path, callbacks: list, **kwargs) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(root), callbacks=callbacks,
-                     **kwargs)
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=str(root),
+        callbacks=callbacks,
+        **kwargs,
+    )
 
 
 class VersionRecorder(L.Callback):
@@ -100,8 +116,9 @@ def test_resume_after_mining_keeps_the_negatives_and_does_not_mine_again(
 ) -> None:
     module, dm = _setup(tiny_data_dir, tiny_encoder)
     miner = ANCEMiningCallback(at_fit_start=True, top_k=20)
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1,
-                                                     filename="{step}")
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1, filename="{step}"
+    )
     _trainer(tmp_path, [miner, checkpoint], max_steps=4).fit(module, datamodule=dm)
     assert len(miner.mined_files) == 1
 
@@ -119,8 +136,13 @@ def test_offline_mining_through_validate(tiny_data_dir: Path, tiny_encoder: CLIP
     module, dm = _setup(tiny_data_dir, tiny_encoder)
     out = tmp_path / "mined.json"
     miner = ANCEMiningCallback(on_validate=True, top_k=10, output_file=str(out))
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
-                        callbacks=[miner, EvaluationWriter()], default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[miner, EvaluationWriter()],
+        default_root_dir=str(tmp_path),
+    )
     trainer.validate(module, datamodule=dm, verbose=False)
     lines = out.read_text().splitlines()
     assert len(lines) == 40 and all(len(json.loads(line)["all_negFacts"]) == 10 for line in lines)

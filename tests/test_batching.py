@@ -1,4 +1,5 @@
 """TrainCollator: the batch's columns are the sampler's draws, each doc once, and they reach the loss intact."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,14 @@ BATCH_SIZE = 8
 @pytest.fixture(scope="module", params=[1, 2], ids=["k=1", "k=2"])
 def balanced_dm(request: pytest.FixtureRequest, tiny_data_dir: Path, tiny_encoder: CLIPEncoder) -> WebQADataModule:
     """The tiny data with WebQA's distractors drawn k image + k text per query."""
-    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced",
-                         negatives_k=request.param, batch_size=BATCH_SIZE, num_workers=0)
+    dm = WebQADataModule(
+        str(tiny_data_dir),
+        negatives_file="webqa",
+        negative_strategy="balanced",
+        negatives_k=request.param,
+        batch_size=BATCH_SIZE,
+        num_workers=0,
+    )
     dm.setup("fit")
     dm.set_processor(tiny_encoder.processor)
     return dm
@@ -64,10 +71,10 @@ def _check_batch(batch: dict[str, Any], samples: list[TrainSample], dm: WebQADat
         assert ids[batch.positive[row]] == s.positive
         hard = batch.hard_negatives[row]
         assert [ids[c] for c in hard if c >= 0] == list(s.negatives)
-        assert (hard[len(s.negatives):] == -1).all()
+        assert (hard[len(s.negatives) :] == -1).all()
         listed = batch.positive_index[row].tolist()
         assert set(listed[: len(positives[s.query])]) == positives[s.query]
-        assert listed[len(positives[s.query]):] == [-1] * (width - len(positives[s.query]))
+        assert listed[len(positives[s.query]) :] == [-1] * (width - len(positives[s.query]))
 
 
 def test_loader_batch_holds_k_image_and_k_text_negatives_per_query(balanced_dm: WebQADataModule) -> None:
@@ -128,8 +135,7 @@ def test_exactly_the_sampled_negatives_reach_the_loss(balanced_dm: WebQADataModu
     vectors = F.normalize(torch.randn(len(docs), 16, generator=g), dim=-1)
     scale = torch.tensor(20.0)
     loss = ContrastiveRetrievalLoss(in_batch=False, hard_negatives=True)
-    out = loss(queries, vectors, docs.index, docs.is_image, batch.positive, batch.hard_negatives,
-               positives, scale)
+    out = loss(queries, vectors, docs.index, docs.is_image, batch.positive, batch.hard_negatives, positives, scale)
     assert float(out.candidates_per_query) == 2 * k
     # cross-entropy of each query over its positive and its own 2k negatives, nothing else
     columns = torch.cat([batch.positive.unsqueeze(1), batch.hard_negatives], dim=1)

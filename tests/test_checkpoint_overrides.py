@@ -4,6 +4,7 @@ Lightning's CLI parses the hyperparameters saved in ``--ckpt_path`` over the con
 configuration (files and command line), prints one line with the keys that differ from the checkpoint's, and
 refuses only what cannot load: another encoder architecture.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from cli_runs import metrics_rows, tiny_args, train
 
 
@@ -23,13 +25,24 @@ def checkpoint(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return next(out.rglob("last.ckpt"))
 
 
-def test_test_uses_the_index_and_depth_given_on_the_command_line(tiny_data_dir: Path, checkpoint: Path,
-                                                                 tmp_path: Path) -> None:
-    proc = train("test", *tiny_args(tiny_data_dir, tmp_path), "--ckpt_path", str(checkpoint),
-                 "--model.index.factory", "HNSW32", "--model.eval_top_k", "10")
+def test_test_uses_the_index_and_depth_given_on_the_command_line(
+    tiny_data_dir: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    proc = train(
+        "test",
+        *tiny_args(tiny_data_dir, tmp_path),
+        "--ckpt_path",
+        str(checkpoint),
+        "--model.index.factory",
+        "HNSW32",
+        "--model.eval_top_k",
+        "10",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert ("differs from the checkpoint's in eval_top_k (checkpoint 100, now 10), index (checkpoint "
-            "{'factory': 'Flat', 'nprobe': None}, now {'factory': 'HNSW32', 'nprobe': None})") in proc.stderr
+    assert (
+        "differs from the checkpoint's in eval_top_k (checkpoint 100, now 10), index (checkpoint "
+        "{'factory': 'Flat', 'nprobe': None}, now {'factory': 'HNSW32', 'nprobe': None})"
+    ) in proc.stderr
     assert "with index 'HNSW32'" in proc.stderr
     lines = next(checkpoint.parent.parent.glob("eval/test-step*/run.trec")).read_text().splitlines()
     per_query: dict[str, int] = {}
@@ -38,10 +51,12 @@ def test_test_uses_the_index_and_depth_given_on_the_command_line(tiny_data_dir: 
     assert len(per_query) == 10 and set(per_query.values()) == {10}
 
 
-def test_a_bad_index_factory_stops_with_its_one_line_error(tiny_data_dir: Path, checkpoint: Path,
-                                                          tmp_path: Path) -> None:
-    proc = train("test", *tiny_args(tiny_data_dir, tmp_path), "--ckpt_path", str(checkpoint),
-                 "--model.index.factory", "Bogus12")
+def test_a_bad_index_factory_stops_with_its_one_line_error(
+    tiny_data_dir: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    proc = train(
+        "test", *tiny_args(tiny_data_dir, tmp_path), "--ckpt_path", str(checkpoint), "--model.index.factory", "Bogus12"
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: FAISS rejected index factory string 'Bogus12'")
     assert "Traceback" not in proc.stderr
@@ -49,9 +64,21 @@ def test_a_bad_index_factory_stops_with_its_one_line_error(tiny_data_dir: Path, 
 
 def test_resumed_fit_says_and_trains_with_the_new_lr(tiny_data_dir: Path, checkpoint: Path, tmp_path: Path) -> None:
     copy = shutil.copy(checkpoint, tmp_path / "resume-from.ckpt")  # its run: tmp_path (no run.json above it)
-    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path / "unused"), "--ckpt_path", str(copy), "--model.lr", "4e-3",
-                 "--trainer.max_epochs", "2", "--trainer.limit_val_batches", "0", "--model.warmup_steps", "0",
-                 "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor")
+    proc = train(
+        "fit",
+        *tiny_args(tiny_data_dir, tmp_path / "unused"),
+        "--ckpt_path",
+        str(copy),
+        "--model.lr",
+        "4e-3",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_val_batches",
+        "0",
+        "--model.warmup_steps",
+        "0",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "differs from the checkpoint's in lr (checkpoint 0.001, now 0.004), warmup_steps" in proc.stderr
     assert not (tmp_path / "unused").exists()  # a resumed fit continues in its checkpoint's run
@@ -63,8 +90,16 @@ def test_resumed_fit_says_and_trains_with_the_new_lr(tiny_data_dir: Path, checkp
 
 
 def test_another_architecture_is_refused_before_loading(tiny_data_dir: Path, checkpoint: Path, tmp_path: Path) -> None:
-    proc = train("test", *tiny_args(tiny_data_dir, tmp_path), "--ckpt_path", str(checkpoint),
-                 "--model.encoder.init_args.model_name", "ViT-B-32", "--model.encoder.init_args.pretrained", "null")
+    proc = train(
+        "test",
+        *tiny_args(tiny_data_dir, tmp_path),
+        "--ckpt_path",
+        str(checkpoint),
+        "--model.encoder.init_args.model_name",
+        "ViT-B-32",
+        "--model.encoder.init_args.pretrained",
+        "null",
+    )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: checkpoint") and "model.encoder.init_args.model_name" in last

@@ -1,10 +1,12 @@
 """``python train.py`` end to end in subprocesses: 1 process, 2 DDP processes with in-loop mining, bad input."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+
 from cli_runs import metrics_rows, tiny_args, train
 
 
@@ -15,7 +17,14 @@ def _losses(rows: list[dict[str, str]]) -> list[float]:
 @pytest.mark.parametrize("devices", [1, 2], ids=["1-process", "2-ddp-processes"])
 def test_fit_with_in_loop_mining(tiny_data_dir: Path, tmp_path: Path, devices: int) -> None:
     out = tmp_path / "run"
-    extra = ["--trainer.devices", str(devices), "--trainer.max_epochs", "6", "--trainer.callbacks.init_args.every_n_steps", "4"]
+    extra = [
+        "--trainer.devices",
+        str(devices),
+        "--trainer.max_epochs",
+        "6",
+        "--trainer.callbacks.init_args.every_n_steps",
+        "4",
+    ]
     if devices > 1:
         extra += ["--trainer.strategy", "ddp"]
     proc = train("fit", *tiny_args(tiny_data_dir, out), *extra)
@@ -38,7 +47,9 @@ def test_fit_with_in_loop_mining(tiny_data_dir: Path, tmp_path: Path, devices: i
 
 def test_test_command_evaluates_a_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    fit = train("fit", *tiny_args(tiny_data_dir, out), "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1")
+    fit = train(
+        "fit", *tiny_args(tiny_data_dir, out), "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1"
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = out / "version_0" / "checkpoints" / "last.ckpt"
     test = train("test", *tiny_args(tiny_data_dir, tmp_path / "elsewhere"), "--ckpt_path", str(ckpt))
@@ -58,13 +69,24 @@ def test_unknown_config_key_is_rejected(tiny_data_dir: Path, tmp_path: Path) -> 
 def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
     # A mistyped data directory is never filled with generated data, whatever the config (the tiny recipes name
     # their dataset: mini-webqa:small).
-    proc = train("fit", "--config", "configs/tiny/clip_dpr_tiny.yaml", "--data.data_dir", str(tmp_path / "missing"),
-                 "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
-                 timeout=120)
+    proc = train(
+        "fit",
+        "--config",
+        "configs/tiny/clip_dpr_tiny.yaml",
+        "--data.data_dir",
+        str(tmp_path / "missing"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
+        timeout=120,
+    )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last == (f"error: data directory {tmp_path / 'missing'} does not exist; fix data.data_dir, "
-                    "or set it to mini-webqa:small for the embedded synthetic dataset")
+    assert last == (
+        f"error: data directory {tmp_path / 'missing'} does not exist; fix data.data_dir, "
+        "or set it to mini-webqa:small for the embedded synthetic dataset"
+    )
     assert "Traceback" not in proc.stderr and not (tmp_path / "missing").exists()
 
 
@@ -82,8 +104,16 @@ def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(tiny_data_d
     # metric never improves after the first validation, so a run resumed from last.ckpt would lose every later step.
     import torch
 
-    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--model.lr", "0", "--trainer.max_epochs", "2",
-                 "--trainer.check_val_every_n_epoch", "1")
+    proc = train(
+        "fit",
+        *tiny_args(tiny_data_dir, tmp_path),
+        "--model.lr",
+        "0",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = next(tmp_path.rglob("last.ckpt"))
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 20
@@ -92,8 +122,9 @@ def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(tiny_data_d
 def test_last_checkpoint_is_written_at_the_end_of_a_fit_without_validation(tiny_data_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--trainer.max_epochs", "1",
-                 "--trainer.limit_val_batches", "0")
+    proc = train(
+        "fit", *tiny_args(tiny_data_dir, tmp_path), "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (last,) = tmp_path.rglob("last*.ckpt")
     assert last.name == "last.ckpt" and torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 10

@@ -4,6 +4,7 @@ NCCL has no CPU collectives: every gather of evaluation and mining (query vector
 lists) must move its tensors to the current CUDA device first. The world and the backend are faked
 here, so the rule is pinned without GPUs; ``bench/gpu_check.sh`` runs the real thing under NCCL.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -15,8 +16,9 @@ from lightning_modules.distributed import collective_device, gather_no_grad
 
 
 @pytest.mark.parametrize("backend, expected", [("nccl", torch.device("cuda", 3)), ("gloo", torch.device("cpu"))])
-def test_collective_device_follows_the_backend(monkeypatch: pytest.MonkeyPatch, backend: str,
-                                               expected: torch.device) -> None:
+def test_collective_device_follows_the_backend(
+    monkeypatch: pytest.MonkeyPatch, backend: str, expected: torch.device
+) -> None:
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_backend", lambda group=None: backend)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import yaml
+
 from cli_runs import train
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "mine", "demo")
@@ -22,7 +23,9 @@ def test_mine_takes_help_config_and_print_config() -> None:
     assert help_.returncode == 0, help_.stderr[-2000:]
     for option in ("--ckpt_path", "--out", "--top_k", "--config", "--print_config", "--data.data_dir", "--run_dir"):
         assert option in help_.stdout, option
-    printed = train("mine", "--config", "configs/tiny/univl_dr_tiny.yaml", "--top_k", "7", "--print_config", timeout=120)
+    printed = train(
+        "mine", "--config", "configs/tiny/univl_dr_tiny.yaml", "--top_k", "7", "--print_config", timeout=120
+    )
     assert printed.returncode == 0, printed.stderr[-2000:]
     config = yaml.safe_load(printed.stdout)
     assert config["top_k"] == 7 and config["out"] is None
@@ -36,5 +39,11 @@ def test_demo_takes_help_and_print_config_without_running() -> None:
     assert "--stage1_epochs" in help_.stdout and "--refresh_every" in help_.stdout
     printed = train("demo", "--out", "elsewhere/demo", "--stage3_epochs", "3", "--print_config", timeout=120)
     assert printed.returncode == 0, printed.stderr[-2000:]
-    assert yaml.safe_load(printed.stdout) == {"out": "elsewhere/demo", "size": "small", "seed": 0, "stage1_epochs": 16,
-                                              "stage3_epochs": 3, "refresh_every": 69}
+    assert yaml.safe_load(printed.stdout) == {
+        "out": "elsewhere/demo",
+        "size": "small",
+        "seed": 0,
+        "stage1_epochs": 16,
+        "stage3_epochs": 3,
+        "refresh_every": 69,
+    }

@@ -1,4 +1,5 @@
 """Every shipped config parses with the Lightning CLI (no unknown keys), alone or composed as documented."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,6 +35,8 @@ def test_overlay_composes_with_a_recipe(overlay: str, capsys: pytest.CaptureFixt
 
 
 def test_table3_ablations_set_the_strategy(capsys: pytest.CaptureFixture) -> None:
-    config = _print_config(["--config", BASE, "--config", str(CONFIGS / "ablations" / "negatives_text2_image1.yaml")], capsys)
+    config = _print_config(
+        ["--config", BASE, "--config", str(CONFIGS / "ablations" / "negatives_text2_image1.yaml")], capsys
+    )
     assert config["data"]["negative_strategy"] == "text2_image1"
     assert config["model"]["loss"]["init_args"]["hard_negatives"] is True

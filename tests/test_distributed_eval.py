@@ -4,6 +4,7 @@ Each rank encodes its shard of the test queries and of the corpus in several sma
 are searched where they are and the top-k lists merged, so any lost, doubled or misplaced row shows up
 as a different ranking.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,11 +37,20 @@ def checkpoint(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path_factory:
     L.seed_everything(0)
     loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
     module = UniversalRetriever(copy.deepcopy(tiny_encoder), loss=loss, temperature=0.05, lr=1e-3)
-    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", batch_size=8, num_workers=0,
-                         processor=module.encoder.processor)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=10, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0,
-                        default_root_dir=str(root))
+    dm = WebQADataModule(
+        str(tiny_data_dir), negatives_file="webqa", batch_size=8, num_workers=0, processor=module.encoder.processor
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=10,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        default_root_dir=str(root),
+    )
     trainer.fit(module, datamodule=dm)
     trainer.save_checkpoint(root / "model.ckpt")
     trainer.callbacks.append(EvaluationWriter())
@@ -50,14 +60,31 @@ def checkpoint(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path_factory:
 
 def _test_run(data_dir: Path, ckpt: Path, out: Path, devices: int) -> Path:
     """Run ``train.py test`` on ``devices`` CPU processes with all outputs under ``out``; return its eval directory."""
-    args = ["test", "--config", CONFIG, "--data.data_dir", str(data_dir), "--data.num_workers", "0",
-            "--data.eval_batch_size", "4", "--run_dir", str(out), "--trainer.enable_progress_bar", "false",
-            "--trainer.devices", str(devices), "--ckpt_path", str(ckpt)]
+    args = [
+        "test",
+        "--config",
+        CONFIG,
+        "--data.data_dir",
+        str(data_dir),
+        "--data.num_workers",
+        "0",
+        "--data.eval_batch_size",
+        "4",
+        "--run_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.devices",
+        str(devices),
+        "--ckpt_path",
+        str(ckpt),
+    ]
     if devices > 1:
         args += ["--trainer.strategy", "ddp"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     [eval_dir] = out.rglob("test-step*")
     return eval_dir
@@ -79,8 +106,9 @@ def single_process(tiny_data_dir: Path, checkpoint: Path, tmp_path_factory: pyte
 
 
 @pytest.mark.parametrize("devices", [2, 3], ids=["2-ddp-processes", "3-ddp-processes"])
-def test_ddp_evaluation_equals_single_process(tiny_data_dir: Path, checkpoint: Path, single_process: Path,
-                                              tmp_path: Path, devices: int) -> None:
+def test_ddp_evaluation_equals_single_process(
+    tiny_data_dir: Path, checkpoint: Path, single_process: Path, tmp_path: Path, devices: int
+) -> None:
     """Uneven shards included: 10 queries and 98 docs split 5/5 and 49/49 on 2 ranks, 3/3/4 and 32/33/33 on 3."""
     single = single_process
     ddp = _test_run(tiny_data_dir, checkpoint, tmp_path / "ddp", devices=devices)
@@ -99,6 +127,7 @@ def test_single_process_command_evaluates_the_checkpoints_weights(checkpoint: Pa
     """The command's metrics and run are those of the module that wrote the checkpoint, evaluated in process."""
     [in_process] = checkpoint.parent.glob("eval/test-step*")
     assert json.loads((single_process / "metrics.json").read_text()) == pytest.approx(
-        json.loads((in_process / "metrics.json").read_text()), abs=1e-6)
+        json.loads((in_process / "metrics.json").read_text()), abs=1e-6
+    )
     want, got = _run_lines(in_process / "run.trec"), _run_lines(single_process / "run.trec")
     assert [row[:4] for row in got] == [row[:4] for row in want]

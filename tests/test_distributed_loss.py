@@ -61,7 +61,10 @@ def make_batch(query_indices: range) -> dict:
     specs = [QUERIES[i] for i in query_indices]
     docs = list(dict.fromkeys(d for pos, _, hard in specs for d in [pos, *hard] if d >= 0))
     column = {doc: i for i, doc in enumerate(docs)}
-    doc_id = lambda doc: 1000 + doc  # corpus ids differ from columns
+
+    def doc_id(doc: int) -> int:
+        return 1000 + doc  # corpus ids differ from columns
+
     max_positives = max(len(p) for _, p, _ in specs)
     return dict(
         query_inputs=query_inputs[list(query_indices)],

@@ -1,4 +1,5 @@
 """The CLIP encoder's real loading paths (tag, local checkpoint, our Lightning checkpoint) and their errors."""
+
 from __future__ import annotations
 
 from pathlib import Path

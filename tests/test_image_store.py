@@ -1,4 +1,5 @@
 """ImageStore: offset-indexed reading of imgs.tsv, its error messages, and multi-process use."""
+
 from __future__ import annotations
 
 import base64
@@ -70,7 +71,7 @@ def test_data_dir_argument_and_offsets(tmp_path: Path, data: dict[str, bytes]) -
     store = ImageStore(tmp_path)
     raw = (tmp_path / "imgs.tsv").read_bytes()
     for image_id in data:
-        assert raw[store.offset(image_id):].startswith(image_id.encode() + b"\t")
+        assert raw[store.offset(image_id) :].startswith(image_id.encode() + b"\t")
     with ImageStore(tmp_path, tmp_path / "imgs.lineidx.new") as explicit:
         assert explicit.read_bytes("105") == data["105"]
 

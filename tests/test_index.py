@@ -1,12 +1,13 @@
 """Dense search: FAISS paths agree with an exact torch reference, shards merge, files round-trip."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from retrieval.errors import InputError
 from retrieval import index as index_module
+from retrieval.errors import InputError
 from retrieval.index import (
     DenseIndex,
     brute_force_search,
@@ -35,8 +36,9 @@ def queries() -> np.ndarray:
     return unit_vectors(150, seed=2)
 
 
-def assert_same_topk(expected: tuple[np.ndarray, np.ndarray], actual: tuple[np.ndarray, np.ndarray],
-                     atol: float = 1e-5) -> None:
+def assert_same_topk(
+    expected: tuple[np.ndarray, np.ndarray], actual: tuple[np.ndarray, np.ndarray], atol: float = 1e-5
+) -> None:
     """Scores close everywhere; indices equal wherever the score is not tied with a neighbour."""
     (exp_scores, exp_idx), (act_scores, act_idx) = expected, actual
     assert act_scores.dtype == np.float32 and act_idx.dtype == np.int64
@@ -82,7 +84,7 @@ def test_fp16_and_torch_inputs(docs, queries):
 def test_chunked_search_equals_single_call(docs, queries):
     index = DenseIndex(DIM)
     for start in range(0, len(docs), 300):
-        index.add(docs[start:start + 300])
+        index.add(docs[start : start + 300])
     whole = index.search(queries, 10, chunk_size=len(queries))
     chunked = index.search(queries, 10, chunk_size=16, progress=True)
     np.testing.assert_array_equal(whole[0], chunked[0])
@@ -95,7 +97,7 @@ def test_reserve_then_chunked_adds_and_block_settings_restored(docs, queries):
     reserved, plain = DenseIndex(DIM), DenseIndex(DIM)
     reserved.reserve(len(docs))
     for start in range(0, len(docs), 128):
-        reserved.add(docs[start:start + 128])
+        reserved.add(docs[start : start + 128])
     plain.add(docs)
     saved = faiss.cvar.distance_compute_blas_database_bs
     np.testing.assert_array_equal(reserved.search(queries, 10)[1], plain.search(queries, 10)[1])
@@ -128,8 +130,10 @@ def test_merge_topk_and_sharded_search_equal_single_search(docs, queries):
 
 
 def test_merge_topk_pads_and_validates():
-    parts = [(np.array([[0.9]], np.float32), np.array([[0]])),
-             (np.array([[0.5, 0.0]], np.float32), np.array([[0, -1]]))]
+    parts = [
+        (np.array([[0.9]], np.float32), np.array([[0]])),
+        (np.array([[0.5, 0.0]], np.float32), np.array([[0, -1]])),
+    ]
     scores, indices = merge_topk(parts, [0, 10], 3)
     np.testing.assert_array_equal(indices, [[0, 10, -1]])
     assert scores[0, 2] == -np.inf
@@ -156,8 +160,9 @@ def recall_at_10(factory: str, nprobe: int | None) -> float:
     return float(np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)]))
 
 
-@pytest.mark.parametrize("factory, nprobe, minimum", [("IVF16,Flat", 4, 0.9), ("HNSW32", None, 0.9),
-                                                      ("IVF16,PQ8x4", 4, 0.3)])
+@pytest.mark.parametrize(
+    "factory, nprobe, minimum", [("IVF16,Flat", 4, 0.9), ("HNSW32", None, 0.9), ("IVF16,PQ8x4", 4, 0.3)]
+)
 def test_approximate_factories_have_high_recall(factory, nprobe, minimum):
     assert recall_at_10(factory, nprobe) > minimum
 
@@ -276,7 +281,8 @@ def test_half_precision_torch_search_finds_the_same_documents(docs, queries):
 
 
 def test_without_faiss_exact_search_runs_on_torch_and_approximate_says_what_to_install(
-        monkeypatch: pytest.MonkeyPatch, docs, queries):
+    monkeypatch: pytest.MonkeyPatch, docs, queries
+):
     flat = DenseIndex(DIM)
     flat.add(docs)
     expected = flat.search(queries, 10)

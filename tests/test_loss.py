@@ -19,9 +19,7 @@ CONFIGS = {
 }
 
 
-def reference(
-    batch: dict, in_batch: bool, hard_negatives: bool, share_hard_negatives: bool = False
-) -> dict:
+def reference(batch: dict, in_batch: bool, hard_negatives: bool, share_hard_negatives: bool = False) -> dict:
     """Loop over queries, list the negatives by hand, take -log softmax (float64)."""
     queries, docs = batch["queries"].double(), batch["docs"].double()
     doc_ids, positive = batch["doc_ids"].tolist(), batch["positive"].tolist()
@@ -45,7 +43,7 @@ def reference(
             if doc_ids[column] not in excluded and doc_ids[column] not in negatives:
                 negatives[doc_ids[column]] = column
 
-        def score(column: int) -> torch.Tensor:
+        def score(column: int, q: int = q) -> torch.Tensor:
             return scale * queries[q] @ docs[column]
 
         negative_scores = [score(c) for c in negatives.values()]
@@ -130,9 +128,7 @@ def test_gradients_match_reference(config: str) -> None:
     assert ours["queries"].grad.abs().sum() > 0 and ours["docs"].grad.abs().sum() > 0
 
 
-def small_batch(
-    doc_ids: list[int], positive: list[int], hard: list[list[int]], positive_ids: list[list[int]]
-) -> dict:
+def small_batch(doc_ids: list[int], positive: list[int], hard: list[list[int]], positive_ids: list[list[int]]) -> dict:
     """A hand-built batch: doc columns alternate image / text, 4-d random embeddings."""
     g = torch.Generator().manual_seed(0)
     return dict(

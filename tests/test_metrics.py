@@ -1,5 +1,6 @@
 """Metrics equal trec_eval's (via pytrec_eval, ties included) and hand-worked values; TREC files parse and fail
 clearly."""
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,12 @@ from retrieval.errors import InputError
 from retrieval.metrics import check_run_ids, evaluate_by_modality, evaluate_run
 from retrieval.trec import read_qrels, read_trec_run, write_metrics_json, write_trec_run
 
-TREC_MEASURES = {"NDCG@10": "ndcg_cut_10", "NDCG@20": "ndcg_cut_20", "Recall@20": "recall_20",
-                 "Recall@100": "recall_100"}
+TREC_MEASURES = {
+    "NDCG@10": "ndcg_cut_10",
+    "NDCG@20": "ndcg_cut_20",
+    "Recall@20": "recall_20",
+    "Recall@100": "recall_100",
+}
 TIED_SCORES = (0.75, 0.5, 0.375, 0.25, 0.125)  # few distinct fp16 values: ties at every cutoff
 
 
@@ -68,8 +73,10 @@ def trec_eval_means(run: dict[str, dict[str, float]], qrels) -> dict[str, float]
     MRR@k = recip_rank when the first relevant rank is <= k, i.e. recip_rank >= 1/k."""
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank", *TREC_MEASURES.values()})
     per_query = evaluator.evaluate(run)
-    means = {name: 100.0 * sum(per_query.get(qid, {}).get(measure, 0.0) for qid in qrels) / len(qrels)
-             for name, measure in TREC_MEASURES.items()}
+    means = {
+        name: 100.0 * sum(per_query.get(qid, {}).get(measure, 0.0) for qid in qrels) / len(qrels)
+        for name, measure in TREC_MEASURES.items()
+    }
     rr = [per_query.get(qid, {}).get("recip_rank", 0.0) for qid in qrels]
     for k in (10, 20):
         means[f"MRR@{k}"] = 100.0 * sum(r for r in rr if r >= 1.0 / k - 1e-12) / len(qrels)
@@ -126,7 +133,8 @@ def test_metrics_equal_trec_eval_on_the_written_and_read_run(tmp_path):
     theirs = trec_eval_means({qid: {doc: score for doc, _, score in lines} for qid, lines in written.items()}, qrels)
     read_back = read_trec_run(path)
     assert {qid: [doc for doc, _ in docs] for qid, docs in read_back.items()} == {
-        qid: [doc for doc, _, _ in lines] for qid, lines in written.items()}
+        qid: [doc for doc, _, _ in lines] for qid, lines in written.items()
+    }
     for ours in (evaluate_run(run, qrels), evaluate_run(read_back, qrels)):
         for name in theirs:
             assert ours[name] == pytest.approx(theirs[name], abs=1e-9), name
@@ -142,10 +150,12 @@ def test_ties_rank_the_larger_docid_first():
 
 def test_hand_worked_example():
     qrels = {"a": {"x": 1, "y": 1}, "b": {"z": 1}, "c": {"w": 1}, "d": {"v": 1}}
-    run = {"a": scored(["n1", "x", "n2", "y"]),          # first hit at rank 2
-           "b": scored([f"m{i}" for i in range(14)] + ["z"]),  # first hit at rank 15
-           "c": scored(["n1", "n2"]),                     # no hit
-           "extra": scored(["w"])}                        # not in qrels: ignored; "d" missing from the run: 0
+    run = {
+        "a": scored(["n1", "x", "n2", "y"]),  # first hit at rank 2
+        "b": scored([f"m{i}" for i in range(14)] + ["z"]),  # first hit at rank 15
+        "c": scored(["n1", "n2"]),  # no hit
+        "extra": scored(["w"]),
+    }  # not in qrels: ignored; "d" missing from the run: 0
     metrics = evaluate_run(run, qrels)
     assert metrics["MRR@10"] == pytest.approx(100 * (1 / 2) / 4)
     assert metrics["MRR@20"] == pytest.approx(100 * (1 / 2 + 1 / 15) / 4)
@@ -174,9 +184,11 @@ def test_bad_runs_and_qrels_rejected():
 
 def test_image_share():
     images = {"i1", "i2", "i3"}
-    run = {"a": scored(["i1", "t1", "i2", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "i3"]),  # 2 of top-10
-           "b": scored(["i1", "t1"]),                                                        # 1 of 2 retrieved
-           "c": []}                                                                          # no ranking: skipped
+    run = {
+        "a": scored(["i1", "t1", "i2", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "i3"]),  # 2 of top-10
+        "b": scored(["i1", "t1"]),  # 1 of 2 retrieved
+        "c": [],
+    }  # no ranking: skipped
     qrels = {"a": {"t1": 1}, "b": {"i1": 1}, "c": {"t1": 1}}
     assert evaluate_run(run, qrels, images)["image_share@10"] == pytest.approx(100 * (0.2 + 0.5) / 2)
     assert "image_share@10" not in evaluate_run(run, qrels)
@@ -193,7 +205,7 @@ def test_modality_views():
     metrics = evaluate_by_modality(mixed, qrels, images, text_run=text_run, image_run=image_run)
     assert metrics["MRR@10"] == pytest.approx(100 * (1 / 2 + 1 + 1 / 2) / 3)
     assert metrics["image_share@10"] == pytest.approx(100 * (1 / 3 + 1 + 1 / 2) / 3)
-    assert metrics["text/MRR@10"] == pytest.approx(100.0)       # only "tq" is a text query
+    assert metrics["text/MRR@10"] == pytest.approx(100.0)  # only "tq" is a text query
     assert metrics["text/Recall@20"] == pytest.approx(100.0)
     assert metrics["image/MRR@10"] == pytest.approx(100 * (1 / 2 + 1) / 2)
     assert "text/image_share@10" not in metrics
@@ -236,8 +248,12 @@ def test_read_trec_run_orders_by_score(tmp_path):
 def test_write_trec_run_writes_ties_in_trec_eval_order(tmp_path):
     path = tmp_path / "run.trec"
     write_trec_run(path, {"q": [("a", 1.0), ("ab", 1.0), ("B", 1.0), ("c", 0.5)]}, tag="t")
-    assert [line.split()[2:4] for line in path.read_text().splitlines()] == [["ab", "1"], ["a", "2"], ["B", "3"],
-                                                                             ["c", "4"]]
+    assert [line.split()[2:4] for line in path.read_text().splitlines()] == [
+        ["ab", "1"],
+        ["a", "2"],
+        ["B", "3"],
+        ["c", "4"],
+    ]
 
 
 def test_write_trec_run_rejects_bad_rankings(tmp_path):
@@ -250,9 +266,14 @@ def test_write_trec_run_rejects_bad_rankings(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("text, message", [("q Q0 a 1 0.5\n", r"run.trec:1: expected 6 columns"),
-                                           ("q Q0 a 1 0.5 t\nq Q0 b one 0.4 t\n", r"run.trec:2: rank 'one'"),
-                                           ("q Q0 a 1 0.5 t\nq Q0 a 2 0.4 t\n", r"run.trec:2: doc 'a' appears twice")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("q Q0 a 1 0.5\n", r"run.trec:1: expected 6 columns"),
+        ("q Q0 a 1 0.5 t\nq Q0 b one 0.4 t\n", r"run.trec:2: rank 'one'"),
+        ("q Q0 a 1 0.5 t\nq Q0 a 2 0.4 t\n", r"run.trec:2: doc 'a' appears twice"),
+    ],
+)
 def test_malformed_run_lines(tmp_path, text, message):
     path = tmp_path / "run.trec"
     path.write_text(text)
@@ -266,9 +287,14 @@ def test_read_qrels_both_forms(tmp_path):
     assert read_qrels(path) == {"q1": {"d1": 1, "d2": 1}, "q2": {"d3": 2, "d4": 0}}
 
 
-@pytest.mark.parametrize("text, message", [("q1\td1\t1\nq1 d2\n", r"qrels.txt:2: expected 'qid docid rel'"),
-                                           ("q1\td1\tyes\n", r"qrels.txt:1: relevance 'yes'"),
-                                           ("q1\td1\t1\nq1\td1\t0\n", r"qrels.txt:2: doc 'd1' .* judged both")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("q1\td1\t1\nq1 d2\n", r"qrels.txt:2: expected 'qid docid rel'"),
+        ("q1\td1\tyes\n", r"qrels.txt:1: relevance 'yes'"),
+        ("q1\td1\t1\nq1\td1\t0\n", r"qrels.txt:2: doc 'd1' .* judged both"),
+    ],
+)
 def test_malformed_qrels_lines(tmp_path, text, message):
     path = tmp_path / "qrels.txt"
     path.write_text(text)

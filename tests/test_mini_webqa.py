@@ -1,4 +1,5 @@
 """The synthetic WebQA generator: release layout, determinism, and a task that is not trivial."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,19 @@ from datamodules.image_store import ImageStore
 from datamodules.mini_webqa import generate_mini_webqa, main, make_config, write_image_tsv
 from retrieval.errors import InputError
 
-FILES = {"train.json", "dev.json", "test.json", "all_docs.json", "all_imgs.json", "all_imgs_exp.json",
-         "imgs.tsv", "imgs.lineidx.new", "dev_qrels.txt", "test_qrels.txt", "README.txt"}
+FILES = {
+    "train.json",
+    "dev.json",
+    "test.json",
+    "all_docs.json",
+    "all_imgs.json",
+    "all_imgs_exp.json",
+    "imgs.tsv",
+    "imgs.lineidx.new",
+    "dev_qrels.txt",
+    "test_qrels.txt",
+    "README.txt",
+}
 QUERY_KEYS = ["qid", "Q", "A", "img_posFacts", "img_negFacts", "txt_posFacts", "txt_negFacts"]
 SPLITS = ("train", "dev", "test")
 
@@ -111,7 +123,7 @@ def test_images_readable_through_store(tiny: Path) -> None:
     assert store.ids() == ids
     raw = (tiny / "imgs.tsv").read_bytes()
     for image_id in ids:
-        assert raw[store.offset(image_id):].split(b"\n", 1)[0].startswith(image_id.encode() + b"\t")
+        assert raw[store.offset(image_id) :].split(b"\n", 1)[0].startswith(image_id.encode() + b"\t")
         assert store.load(image_id).size == (64, 64)
 
 
@@ -124,11 +136,14 @@ def test_captions_alone_cannot_tell_images_apart(tiny: Path) -> None:
     assert len(groups) >= len(by_caption) // 2
     for ids in groups:
         pixels = [np.asarray(store.load(i), dtype=np.float32) for i in ids]
-        assert all(np.abs(a - b).mean() > 5 for k, a in enumerate(pixels) for b in pixels[k + 1:])
+        assert all(np.abs(a - b).mean() > 5 for k, a in enumerate(pixels) for b in pixels[k + 1 :])
     caption_of = {str(i["image_id"]): i["caption"] for i in _jsonl(tiny / "all_imgs.json")}
     image_queries = [q for qs in _queries(tiny).values() for q in qs if q["img_posFacts"]]
-    same = [q for q in image_queries
-            if {caption_of[i] for i in q["img_negFacts"]} & {caption_of[i] for i in q["img_posFacts"]}]
+    same = [
+        q
+        for q in image_queries
+        if {caption_of[i] for i in q["img_negFacts"]} & {caption_of[i] for i in q["img_posFacts"]}
+    ]
     assert len(same) == len(image_queries)
 
 

@@ -1,4 +1,5 @@
 """Named embedded datasets (``data_dir: mini-webqa:small``): parsed, generated once into the cache, atomically."""
+
 from __future__ import annotations
 
 import os
@@ -28,13 +29,16 @@ def test_default_cache_is_under_the_home_directory(monkeypatch: pytest.MonkeyPat
     assert cache_dir() == Path.home() / ".cache" / "univl_retrieval"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("mini-webqa:small", NamedDataset("small", 0)),
-    ("mini-webqa:tiny", NamedDataset("tiny", 0)),
-    ("mini-webqa:small:seed=3", NamedDataset("small", 3)),
-    ("data/mini-webqa", None),
-    ("/data/WebQA", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mini-webqa:small", NamedDataset("small", 0)),
+        ("mini-webqa:tiny", NamedDataset("tiny", 0)),
+        ("mini-webqa:small:seed=3", NamedDataset("small", 3)),
+        ("data/mini-webqa", None),
+        ("/data/WebQA", None),
+    ],
+)
 def test_parse_dataset_name(text: str, expected: NamedDataset | None) -> None:
     assert parse_dataset_name(text) == expected
 
@@ -43,8 +47,10 @@ def test_parse_dataset_name(text: str, expected: NamedDataset | None) -> None:
 def test_unknown_name_lists_the_valid_names(text: str) -> None:
     with pytest.raises(InputError) as err:
         parse_dataset_name(text)
-    assert str(err.value) == (f"unknown dataset name {text!r}; valid names: mini-webqa:small, mini-webqa:tiny "
-                              "(optionally :seed=N, e.g. mini-webqa:small:seed=1), or give a directory path")
+    assert str(err.value) == (
+        f"unknown dataset name {text!r}; valid names: mini-webqa:small, mini-webqa:tiny "
+        "(optionally :seed=N, e.g. mini-webqa:small:seed=1), or give a directory path"
+    )
 
 
 def test_path_names_size_and_seed(cache: Path) -> None:
@@ -106,6 +112,8 @@ def test_a_missing_directory_is_never_generated(tmp_path: Path) -> None:
     dm.prepare_data()
     with pytest.raises(InputError) as err:
         dm.setup("fit")
-    assert str(err.value) == (f"data directory {tmp_path / 'typo'} does not exist; fix data.data_dir, "
-                              "or set it to mini-webqa:small for the embedded synthetic dataset")
+    assert str(err.value) == (
+        f"data directory {tmp_path / 'typo'} does not exist; fix data.data_dir, "
+        "or set it to mini-webqa:small for the embedded synthetic dataset"
+    )
     assert not (tmp_path / "typo").exists()

@@ -1,5 +1,6 @@
 """Mistakes that get one clear ``error:`` line and exit status 2 (issue 15): a dataset name or a missing data
 directory, a checkpoint of another architecture, a missing negatives file, a typo in a flag or a config key."""
+
 from __future__ import annotations
 
 import copy
@@ -11,7 +12,6 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from cli_runs import ROOT, tiny_args, train
 
 from datamodules.named_datasets import CACHE_ENV
 from datamodules.negatives import find_negatives_file
@@ -19,9 +19,13 @@ from lightning_modules.encoders import CLIPEncoder
 from lightning_modules.retriever import UniversalRetriever
 from retrieval.errors import InputError
 
+from cli_runs import ROOT, tiny_args, train
+
 TINY = "configs/tiny/univl_dr_tiny.yaml"
-MINE_HINT = ("mine one with: python train.py mine --config ... --ckpt_path ..., or set data.negatives_file to an "
-             "existing file, webqa or null")
+MINE_HINT = (
+    "mine one with: python train.py mine --config ... --ckpt_path ..., or set data.negatives_file to an "
+    "existing file, webqa or null"
+)
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
@@ -42,8 +46,14 @@ def first_error(proc: subprocess.CompletedProcess) -> str:
 
 # ------------------------------------------------------------------ 4. named datasets
 def test_fit_on_a_named_dataset_generates_it_into_the_cache(tmp_path: Path) -> None:
-    proc = train("fit", *tiny_args(Path("mini-webqa:tiny"), tmp_path), "--trainer.max_steps", "2",
-                 "--trainer.limit_val_batches", "0")
+    proc = train(
+        "fit",
+        *tiny_args(Path("mini-webqa:tiny"), tmp_path),
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (Path(os.environ[CACHE_ENV]) / "mini-webqa-tiny-seed0" / "train.json").is_file()
     assert not (ROOT / "mini-webqa:tiny").exists()
@@ -51,14 +61,17 @@ def test_fit_on_a_named_dataset_generates_it_into_the_cache(tmp_path: Path) -> N
 
 def test_unknown_dataset_name_is_one_line(tmp_path: Path) -> None:
     proc = train("fit", *tiny_args(Path("mini-webqa:huge"), tmp_path), timeout=120)
-    assert error_line(proc) == ("error: unknown dataset name 'mini-webqa:huge'; valid names: mini-webqa:small, "
-                                 "mini-webqa:tiny (optionally :seed=N, e.g. mini-webqa:small:seed=1), or give a "
-                                 "directory path")
+    assert error_line(proc) == (
+        "error: unknown dataset name 'mini-webqa:huge'; valid names: mini-webqa:small, "
+        "mini-webqa:tiny (optionally :seed=N, e.g. mini-webqa:small:seed=1), or give a "
+        "directory path"
+    )
 
 
 # ------------------------------------------------------------------ 5. a checkpoint of another architecture
-def test_checkpoint_of_another_architecture_is_one_line(tiny_data_dir: Path, tiny_encoder: CLIPEncoder,
-                                                        tmp_path: Path) -> None:
+def test_checkpoint_of_another_architecture_is_one_line(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     import lightning
 
     # An older checkpoint (no encoder_architecture entry) whose weights have other shapes and other names.
@@ -73,7 +86,8 @@ def test_checkpoint_of_another_architecture_is_one_line(tiny_data_dir: Path, tin
         f"error: checkpoint {ckpt} does not fit model UniversalRetriever(CLIPEncoder(model_name='tiny-clip-64px')): "
         "1 tensor of another shape (first: encoder.model.text_projection, checkpoint [64, 32] vs model [64, 64]), "
         "1 missing key (first: encoder.model.ln_final.bias), 1 unexpected key (first: encoder.model.extra.weight); "
-        "pass a checkpoint of this architecture or change model.encoder")
+        "pass a checkpoint of this architecture or change model.encoder"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +109,8 @@ def test_weights_of_another_architecture_do_not_load(tiny_encoder: CLIPEncoder, 
     assert str(err.value) == (
         "checkpoint does not fit model UniversalRetriever(CLIPEncoder(model_name='tiny-clip-64px')): 61 tensors of "
         "other shapes (first: encoder.model.positional_embedding, checkpoint [77, 96] vs model [77, 64]), 0 missing "
-        "keys, 0 unexpected keys; pass a checkpoint of this architecture or change model.encoder")
+        "keys, 0 unexpected keys; pass a checkpoint of this architecture or change model.encoder"
+    )
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())  # nothing was loaded
 
 
@@ -113,11 +128,13 @@ def test_non_strict_loading_still_tolerates_missing_and_unexpected_keys(tiny_enc
 
 # ------------------------------------------------------------------ 6. a missing negatives file
 def test_missing_negatives_file_names_the_folders_and_mining(tiny_data_dir: Path, tmp_path: Path) -> None:
-    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--data.negatives_file", "train_negatives.json",
-                 timeout=200)
+    proc = train(
+        "fit", *tiny_args(tiny_data_dir, tmp_path), "--data.negatives_file", "train_negatives.json", timeout=200
+    )
     assert error_line(proc) == (
         f"error: negatives file train_negatives.json not found (looked in {tiny_data_dir / 'train_negatives.json'} "
-        f"and {ROOT / 'train_negatives.json'}); {MINE_HINT}")
+        f"and {ROOT / 'train_negatives.json'}); {MINE_HINT}"
+    )
 
 
 def test_find_negatives_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,11 +161,14 @@ def test_config_file_key_typo_is_one_line_with_the_closest_key(tmp_path: Path) -
     typo = tmp_path / "typo.yaml"
     typo.write_text("data:\n  num_workers: 0\n  batch_sise: 4\n")
     proc = train("fit", "--config", TINY, "--config", str(typo), timeout=120)
-    assert first_error(proc) == (f"error: unknown key data.batch_sise in config file {typo}; "
-                                 "did you mean data.batch_size?")
+    assert first_error(proc) == (
+        f"error: unknown key data.batch_sise in config file {typo}; did you mean data.batch_size?"
+    )
 
 
 def test_typo_in_an_init_arg_of_a_class_is_one_line_with_the_closest_arg() -> None:
     proc = train("fit", "--config", TINY, "--model.encoder.init_args.model_nme", "x", timeout=120)
-    assert first_error(proc) == ("error: unrecognized argument --model.encoder.init_args.model_nme; "
-                                 "did you mean --model.encoder.init_args.model_name?")
+    assert first_error(proc) == (
+        "error: unrecognized argument --model.encoder.init_args.model_nme; "
+        "did you mean --model.encoder.init_args.model_name?"
+    )

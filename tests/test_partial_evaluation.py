@@ -4,6 +4,7 @@
 then be over the queries that were encoded, searched against the docs that were indexed, with both counts
 logged next to them, never zero vectors standing in for the queries that were skipped.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,22 +23,32 @@ from retrieval.trec import read_trec_run
 
 def _test(data_dir: Path, encoder: CLIPEncoder, root: Path, **trainer_options) -> dict[str, float]:
     module = UniversalRetriever(copy.deepcopy(encoder))
-    dm = WebQADataModule(str(data_dir), batch_size=8, eval_batch_size=4, num_workers=0,
-                         processor=module.encoder.processor)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=str(root), callbacks=[EvaluationWriter()],
-                        **trainer_options)
+    dm = WebQADataModule(
+        str(data_dir), batch_size=8, eval_batch_size=4, num_workers=0, processor=module.encoder.processor
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        callbacks=[EvaluationWriter()],
+        **trainer_options,
+    )
     return {k: v for d in trainer.test(module, datamodule=dm, verbose=False) for k, v in d.items()}
 
 
-def test_full_evaluation_counts_every_query_and_doc(tiny_data_dir: Path, tiny_encoder: CLIPEncoder,
-                                                   tmp_path: Path) -> None:
+def test_full_evaluation_counts_every_query_and_doc(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     results = _test(tiny_data_dir, tiny_encoder, tmp_path)
     assert results["test/queries_evaluated"] == 10 and results["test/docs_indexed"] == 98
 
 
-def test_partial_evaluation_scores_only_what_was_encoded(tiny_data_dir: Path, tiny_encoder: CLIPEncoder,
-                                                         tmp_path: Path) -> None:
+def test_partial_evaluation_scores_only_what_was_encoded(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     # 10 test queries in batches of 4 -> 3 batches, half of them: 1 batch; 98 docs -> 25 batches, half: 12.
     with pytest.warns(UserWarning, match=r"evaluated 4 of 10 test queries against 48 of 98 docs"):
         results = _test(tiny_data_dir, tiny_encoder, tmp_path, limit_test_batches=0.5)

@@ -12,10 +12,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from cli_runs import ROOT
 
-SHORTEN = ["--data.data_dir", "mini-webqa:tiny", "--data.batch_size", "8", "--data.num_workers", "0",
-           "--trainer.enable_progress_bar", "false"]
+SHORTEN = [
+    "--data.data_dir",
+    "mini-webqa:tiny",
+    "--data.batch_size",
+    "8",
+    "--data.num_workers",
+    "0",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 SHORTEN_FIT = ["--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1"]
 
 
@@ -30,13 +39,15 @@ def test_readme_recipe_runs_as_written(tmp_path: Path) -> None:
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     lines = recipe_lines()
-    assert [shlex.split(line)[:3] for line in lines] == [["python", "train.py", command] for command in
-                                                         ("fit", "mine", "fit", "test", "predict")]
+    assert [shlex.split(line)[:3] for line in lines] == [
+        ["python", "train.py", command] for command in ("fit", "mine", "fit", "test", "predict")
+    ]
     for line in lines:
         words = shlex.split(line)
         extra = SHORTEN + (SHORTEN_FIT if words[2] == "fit" else [])
-        proc = subprocess.run([sys.executable, *words[1:], *extra], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=400)
+        proc = subprocess.run(
+            [sys.executable, *words[1:], *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400
+        )
         assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
     stage1, stage3 = tmp_path / "runs" / "recipe" / "stage1", tmp_path / "runs" / "recipe" / "stage3"
     assert (stage1 / "negatives" / "stage2.json").is_file() and (stage3 / "checkpoints" / "best.ckpt").is_file()

@@ -1,4 +1,5 @@
 """evaluate_and_write: the printed metrics are trec_eval's on the written run.trec, tied scores included."""
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,8 @@ def _search_result(rows: list[list[tuple[int, float]]], depth: int = 30) -> tupl
     """FAISS-shaped (scores, indices) in the given search order, padded with -1."""
     scores, indices = np.full((len(rows), depth), -np.inf, np.float32), np.full((len(rows), depth), -1)
     for row, pairs in enumerate(rows):
-        indices[row, :len(pairs)] = [doc for doc, _ in pairs]
-        scores[row, :len(pairs)] = [score for _, score in pairs]
+        indices[row, : len(pairs)] = [doc for doc, _ in pairs]
+        scores[row, : len(pairs)] = [score for _, score in pairs]
     return scores, indices
 
 
@@ -75,8 +76,10 @@ def _trec_eval(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]
 
 def _ranked_dict(result: tuple[np.ndarray, np.ndarray], qids: list[str]) -> dict[str, dict[str, float]]:
     scores, indices = result
-    return {q: {DOC_IDS[d]: float(s) for d, s in zip(row_i, row_s) if d >= 0}
-            for q, row_i, row_s in zip(qids, indices.tolist(), scores.tolist())}
+    return {
+        q: {DOC_IDS[d]: float(s) for d, s in zip(row_i, row_s) if d >= 0}
+        for q, row_i, row_s in zip(qids, indices.tolist(), scores.tolist())
+    }
 
 
 def _restrict(qrels: dict[str, dict[str, int]], image: bool) -> dict[str, dict[str, int]]:
@@ -89,8 +92,11 @@ def test_metrics_equal_trec_eval_on_the_written_run_with_ties(tmp_path: Path) ->
     rows = _tied_rows(0)
     qids = [f"q{q}" for q in range(len(rows))]  # q3 is searched but unjudged: ignored
     qrels = _qrels(rows)
-    runs = {"all": _search_result(rows), "text": _search_result(_tied_rows(1, ~IS_IMAGE)),
-            "image": _search_result(_tied_rows(2, IS_IMAGE))}
+    runs = {
+        "all": _search_result(rows),
+        "text": _search_result(_tied_rows(1, ~IS_IMAGE)),
+        "image": _search_result(_tied_rows(2, IS_IMAGE)),
+    }
     metrics = evaluate_and_write(runs, qids, qrels, DOC_IDS, IS_IMAGE, tmp_path, tag="t")
 
     written = _parse_run(tmp_path / "run.trec")
@@ -101,8 +107,11 @@ def test_metrics_equal_trec_eval_on_the_written_run_with_ties(tmp_path: Path) ->
     file_run = {q: {doc: score for doc, _, score in lines} for q, lines in written.items()}
     expected = _trec_eval(file_run, qrels)
     images = {d for d, flag in zip(DOC_IDS, IS_IMAGE) if flag}
-    shares = [sum(doc in images for doc, rank, _ in written[q] if rank <= 10) / min(10, len(written[q]))
-              for q in qrels if written.get(q)]
+    shares = [
+        sum(doc in images for doc, rank, _ in written[q] if rank <= 10) / min(10, len(written[q]))
+        for q in qrels
+        if written.get(q)
+    ]
     expected["image_share@10"] = 100.0 * sum(shares) / len(shares)
     for prefix in ("text", "image"):
         view = _trec_eval(_ranked_dict(runs[prefix], qids), _restrict(qrels, prefix == "image"))

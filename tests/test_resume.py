@@ -4,6 +4,7 @@ The recipes checkpoint at validation ends (``ModelCheckpoint(monitor="val/MRR@10
 negatives in the loop; a run resumed from any such checkpoint must draw the same batches and end with the
 same weights as the run that was never interrupted (``num_workers: 0``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,21 +28,49 @@ class BatchRecorder(L.Callback):
         self.batches: list[tuple[int, list[int], list[int], int]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.batches.append((trainer.global_step, batch.queries.index.tolist(), batch.docs.index.tolist(),
-                             int(batch.negatives_version.max())))
+        self.batches.append(
+            (
+                trainer.global_step,
+                batch.queries.index.tolist(),
+                batch.docs.index.tolist(),
+                int(batch.negatives_version.max()),
+            )
+        )
 
 
-def _run(data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list, ckpt: str | None = None,
-         **trainer_options) -> tuple[UniversalRetriever, BatchRecorder]:
+def _run(
+    data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list, ckpt: str | None = None, **trainer_options
+) -> tuple[UniversalRetriever, BatchRecorder]:
     L.seed_everything(0)
-    module = UniversalRetriever(copy.deepcopy(encoder), loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True),
-                                temperature=0.05, lr=1e-3, warmup_steps=2)
-    dm = WebQADataModule(str(data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
-                         batch_size=8, eval_batch_size=32, num_workers=0, processor=module.encoder.processor)
+    module = UniversalRetriever(
+        copy.deepcopy(encoder),
+        loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True),
+        temperature=0.05,
+        lr=1e-3,
+        warmup_steps=2,
+    )
+    dm = WebQADataModule(
+        str(data_dir),
+        negatives_file="webqa",
+        negative_strategy="balanced",
+        negatives_k=1,
+        batch_size=8,
+        eval_batch_size=32,
+        num_workers=0,
+        processor=module.encoder.processor,
+    )
     recorder = BatchRecorder()
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root),
-                        callbacks=[*callbacks, recorder], **trainer_options)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        callbacks=[*callbacks, recorder],
+        **trainer_options,
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     return module, recorder
 
@@ -51,35 +80,52 @@ def _assert_same_weights(a: UniversalRetriever, b: UniversalRetriever) -> None:
         torch.testing.assert_close(x, y, msg=name)
 
 
-def test_resume_from_a_mid_epoch_validation_checkpoint(tiny_data_dir: Path, tiny_encoder: CLIPEncoder,
-                                                       tmp_path: Path) -> None:
+def test_resume_from_a_mid_epoch_validation_checkpoint(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     # 40 queries / batch 8 = 5 steps per epoch; validation (and the recipes' checkpoint) after step 3 of each epoch.
     def checkpoint() -> L.pytorch.callbacks.ModelCheckpoint:
-        return L.pytorch.callbacks.ModelCheckpoint(monitor="val/MRR@10", mode="max", save_top_k=-1,
-                                                   filename="best-step{step}", auto_insert_metric_name=False)
+        return L.pytorch.callbacks.ModelCheckpoint(
+            monitor="val/MRR@10", mode="max", save_top_k=-1, filename="best-step{step}", auto_insert_metric_name=False
+        )
 
     options = dict(max_epochs=2, val_check_interval=3, check_val_every_n_epoch=1)
     straight, recorded = _run(tiny_data_dir, tiny_encoder, tmp_path / "a", [checkpoint()], **options)
     written = sorted(p.name for p in (tmp_path / "a" / "checkpoints").glob("*.ckpt"))
     assert written == ["best-step3.ckpt", "best-step8.ckpt"]
-    resumed, replayed = _run(tiny_data_dir, tiny_encoder, tmp_path / "b", [checkpoint()],
-                             ckpt=str(tmp_path / "a" / "checkpoints" / "best-step3.ckpt"), **options)
+    resumed, replayed = _run(
+        tiny_data_dir,
+        tiny_encoder,
+        tmp_path / "b",
+        [checkpoint()],
+        ckpt=str(tmp_path / "a" / "checkpoints" / "best-step3.ckpt"),
+        **options,
+    )
     assert [b[0] for b in replayed.batches] == list(range(3, 10))  # steps 4..10, none replayed
     assert replayed.batches == recorded.batches[3:]
     _assert_same_weights(straight, resumed)
 
 
-def test_resume_after_two_refreshes_draws_the_same_negatives(tiny_data_dir: Path, tiny_encoder: CLIPEncoder,
-                                                             tmp_path: Path) -> None:
+def test_resume_after_two_refreshes_draws_the_same_negatives(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     def callbacks() -> list:
-        return [ANCEMiningCallback(every_n_steps=3, top_k=20),
-                L.pytorch.callbacks.ModelCheckpoint(every_n_train_steps=1, save_top_k=-1, filename="{step}")]
+        return [
+            ANCEMiningCallback(every_n_steps=3, top_k=20),
+            L.pytorch.callbacks.ModelCheckpoint(every_n_train_steps=1, save_top_k=-1, filename="{step}"),
+        ]
 
     options = dict(max_epochs=2, limit_val_batches=0)
     straight, recorded = _run(tiny_data_dir, tiny_encoder, tmp_path / "a", callbacks(), **options)
     assert [b[3] for b in recorded.batches] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]  # refreshes after steps 3, 6, 9
-    resumed, replayed = _run(tiny_data_dir, tiny_encoder, tmp_path / "b", callbacks(),
-                             ckpt=str(tmp_path / "a" / "checkpoints" / "step=7.ckpt"), **options)
+    resumed, replayed = _run(
+        tiny_data_dir,
+        tiny_encoder,
+        tmp_path / "b",
+        callbacks(),
+        ckpt=str(tmp_path / "a" / "checkpoints" / "step=7.ckpt"),
+        **options,
+    )
     assert replayed.batches == recorded.batches[7:]
     _assert_same_weights(straight, resumed)
 

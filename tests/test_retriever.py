@@ -1,4 +1,5 @@
 """The LightningModule: training makes progress, evaluation writes its files, resume is exact, bad input fails."""
+
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,6 @@ import pytest
 import torch
 
 from callbacks import EvaluationWriter
-from cli_runs import tiny_args, train
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
 from lightning_modules.loss import ContrastiveRetrievalLoss
@@ -18,26 +18,44 @@ from lightning_modules.retriever import UniversalRetriever
 from retrieval.errors import InputError
 from retrieval.index import IndexConfig
 
+from cli_runs import tiny_args, train
+
 
 def _trainer(root: Path, **kwargs) -> L.Trainer:
     """A CPU trainer under ``root``; evaluations are written by ``EvaluationWriter`` into ``root/eval``."""
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                   num_sanity_val_steps=0, default_root_dir=str(root), limit_val_batches=0,
-                   callbacks=[EvaluationWriter()])
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        limit_val_batches=0,
+        callbacks=[EvaluationWriter()],
+    )
     options.update(kwargs)
     return L.Trainer(**options)
 
 
 def _module(encoder: CLIPEncoder, **kwargs) -> UniversalRetriever:
-    options = dict(loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True), temperature=0.05, lr=1e-3,
-                   warmup_steps=2)
+    options = dict(
+        loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True), temperature=0.05, lr=1e-3, warmup_steps=2
+    )
     options.update(kwargs)
     return UniversalRetriever(copy.deepcopy(encoder), **options)
 
 
 def _datamodule(data_dir: Path, encoder: CLIPEncoder, **kwargs) -> WebQADataModule:
-    options = dict(negatives_file="webqa", negative_strategy="balanced", negatives_k=1, batch_size=8,
-                   eval_batch_size=32, num_workers=0, processor=encoder.processor)
+    options = dict(
+        negatives_file="webqa",
+        negative_strategy="balanced",
+        negatives_k=1,
+        batch_size=8,
+        eval_batch_size=32,
+        num_workers=0,
+        processor=encoder.processor,
+    )
     options.update(kwargs)
     return WebQADataModule(str(data_dir), **options)
 
@@ -74,8 +92,11 @@ def test_image_doc_is_the_sum_of_image_and_caption(tiny_encoder: CLIPEncoder) ->
 
 
 PLAIN_METRICS = ("MRR@10", "MRR@20", "NDCG@10", "NDCG@20", "Recall@20", "Recall@100")
-ALL_METRICS = (*PLAIN_METRICS, "image_share@10",
-               *(f"{view}/{name}" for view in ("text", "image") for name in PLAIN_METRICS))
+ALL_METRICS = (
+    *PLAIN_METRICS,
+    "image_share@10",
+    *(f"{view}/{name}" for view in ("text", "image") for name in PLAIN_METRICS),
+)
 
 
 def _read_run(path: Path) -> dict[str, list[tuple[str, int, float]]]:
@@ -109,21 +130,30 @@ def _pytrec_metrics(run: dict[str, list[tuple[str, int, float]]], qrels: dict[st
         per_query = pytrec_eval.RelevanceEvaluator(qrels, {measure}).evaluate(cut)
         return 100.0 * sum(per_query.get(q, {}).get(key, 0.0) for q in qrels) / len(qrels)
 
-    return {"MRR@10": mean("recip_rank", "recip_rank", 10), "MRR@20": mean("recip_rank", "recip_rank", 20),
-            "NDCG@10": mean("ndcg_cut", "ndcg_cut_10"), "NDCG@20": mean("ndcg_cut", "ndcg_cut_20"),
-            "Recall@20": mean("recall", "recall_20"), "Recall@100": mean("recall", "recall_100")}
+    return {
+        "MRR@10": mean("recip_rank", "recip_rank", 10),
+        "MRR@20": mean("recip_rank", "recip_rank", 20),
+        "NDCG@10": mean("ndcg_cut", "ndcg_cut_10"),
+        "NDCG@20": mean("ndcg_cut", "ndcg_cut_20"),
+        "Recall@20": mean("recall", "recall_20"),
+        "Recall@100": mean("recall", "recall_100"),
+    }
 
 
-def _expected_metrics(run: dict[str, list[tuple[str, int, float]]], qrels: dict[str, dict[str, int]],
-                      is_image: dict[str, bool]) -> dict[str, float]:
+def _expected_metrics(
+    run: dict[str, list[tuple[str, int, float]]], qrels: dict[str, dict[str, int]], is_image: dict[str, bool]
+) -> dict[str, float]:
     """Every evaluation metric recomputed from the mixed run alone (it ranks the whole tiny corpus).
 
     The text and image views (paper Table 2) search one modality's docs: with the whole corpus in the run, that
     is the mixed run restricted to the modality, scored against the queries with a positive of that modality.
     """
     expected = _pytrec_metrics(run, qrels)
-    shares = [sum(is_image[d] for d, _, _ in sorted(docs, key=lambda x: x[1])[:10]) / min(10, len(docs))
-              for q, docs in run.items() if q in qrels and docs]
+    shares = [
+        sum(is_image[d] for d, _, _ in sorted(docs, key=lambda x: x[1])[:10]) / min(10, len(docs))
+        for q, docs in run.items()
+        if q in qrels and docs
+    ]
     expected["image_share@10"] = 100.0 * sum(shares) / len(shares)
     for view, image in (("text", False), ("image", True)):
         view_qrels = {q: {d: r for d, r in judged.items() if is_image[d] == image} for q, judged in qrels.items()}
@@ -181,7 +211,9 @@ def test_training_beats_the_untrained_model(data_copy: Path, tiny_encoder: CLIPE
     image/MRR@10 14.5 -> 65.4, text/MRR@10 25.2 -> 80.4.
     """
     data_dir = _test_split_of_training_queries(data_copy)
-    untrained = _trainer(tmp_path / "untrained").test(_module(tiny_encoder), datamodule=_datamodule(data_dir, tiny_encoder))[0]
+    untrained = _trainer(tmp_path / "untrained").test(
+        _module(tiny_encoder), datamodule=_datamodule(data_dir, tiny_encoder)
+    )[0]
     L.seed_everything(0)
     module = _module(tiny_encoder)
     trainer = _trainer(tmp_path / "trained", max_epochs=4, enable_checkpointing=False)
@@ -211,8 +243,9 @@ def test_resume_continues_the_same_run(
     def run(root: Path, ckpt: str | None = None, stop: int | None = None) -> tuple[UniversalRetriever, L.Trainer]:
         L.seed_everything(0)
         module = _module(tiny_encoder)
-        every_step = L.pytorch.callbacks.ModelCheckpoint(dirpath=root, every_n_train_steps=1, save_top_k=-1,
-                                                         filename="{step}")
+        every_step = L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=root, every_n_train_steps=1, save_top_k=-1, filename="{step}"
+        )
         callbacks: list[L.Callback] = [every_step]
         if stop:
             callbacks.append(StopAtStep(stop))
@@ -237,7 +270,9 @@ def test_non_finite_loss_stops_with_step_and_queries(
     with torch.no_grad():
         module.log_logit_scale.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match=r"non-finite loss nan at global step 0, batch 0 \(queries \['"):
-        _trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(module, datamodule=_datamodule(tiny_data_dir, tiny_encoder))
+        _trainer(tmp_path, max_epochs=1, enable_checkpointing=False).fit(
+            module, datamodule=_datamodule(tiny_data_dir, tiny_encoder)
+        )
 
 
 def test_configuration_without_negatives_is_refused(tiny_data_dir: Path, tiny_encoder: CLIPEncoder) -> None:
@@ -254,8 +289,16 @@ def test_configuration_without_negatives_is_refused(tiny_data_dir: Path, tiny_en
 
 
 def test_fit_command_refuses_a_configuration_without_negatives(tiny_data_dir: Path, tmp_path: Path) -> None:
-    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--data.negatives_file", "null",
-                 "--model.loss.init_args.in_batch", "false", "--trainer.max_steps", "1")
+    proc = train(
+        "fit",
+        *tiny_args(tiny_data_dir, tmp_path),
+        "--data.negatives_file",
+        "null",
+        "--model.loss.init_args.in_batch",
+        "false",
+        "--trainer.max_steps",
+        "1",
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no negatives: loss(in_batch=False, ")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from cli_runs import tiny_args, train
 
 
@@ -60,8 +61,16 @@ def test_stages_run_on_the_paths_the_manifest_gives(tiny_data_dir: Path, tmp_pat
     stage1_files = _snapshot(run1)
 
     # stage 3: a new run from the manifest's paths; it leaves stage 1's files as they were
-    fit3 = train("fit", *common, *epoch, "--model.encoder.init_args.pretrained", str(best1),
-                 "--data.negatives_file", mined[0]["path"], env=env)
+    fit3 = train(
+        "fit",
+        *common,
+        *epoch,
+        "--model.encoder.init_args.pretrained",
+        str(best1),
+        "--data.negatives_file",
+        mined[0]["path"],
+        env=env,
+    )
     assert fit3.returncode == 0, fit3.stderr[-3000:]
     run3 = Path(_printed(fit3.stdout, "run directory"))
     assert run3 == root / "version_1"
@@ -75,8 +84,16 @@ def test_stages_run_on_the_paths_the_manifest_gives(tiny_data_dir: Path, tmp_pat
     assert [e["step"] for e in tested] == [_step(best3)] and _step(best3) > 0
     assert Path(tested[0]["directory"]) == run3 / "eval" / f"test-step{_step(best3):07d}"
     assert json.loads((Path(tested[0]["directory"]) / "metrics.json").read_text()) == tested[0]["metrics"]
-    predict = train("predict", *common, "--ckpt_path", str(best3), "--trainer.callbacks+=callbacks.EmbeddingWriter",
-                    "--return_predictions", "false", env=env)
+    predict = train(
+        "predict",
+        *common,
+        "--ckpt_path",
+        str(best3),
+        "--trainer.callbacks+=callbacks.EmbeddingWriter",
+        "--return_predictions",
+        "false",
+        env=env,
+    )
     assert predict.returncode == 0, predict.stderr[-3000:]
     embeddings = Path(_manifest(run3)["embeddings"])
     assert embeddings == run3 / "embeddings"

@@ -1,4 +1,5 @@
 """Hard-negative sampling: every Table 3 strategy's guarantees, determinism, variation, bad files."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ def _modalities(picked: list[int]) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     "name,k,expected",
-    [("balanced", 1, (1, 1)), ("balanced", 3, (3, 3)), ("only_text", 2, (0, 4)), ("only_image", 2, (4, 0)),
-     ("text2_image1", 1, (1, 2)), ("text1_image2", 1, (2, 1)), ("none", 1, (0, 0))],
+    [
+        ("balanced", 1, (1, 1)),
+        ("balanced", 3, (3, 3)),
+        ("only_text", 2, (0, 4)),
+        ("only_image", 2, (4, 0)),
+        ("text2_image1", 1, (1, 2)),
+        ("text1_image2", 1, (2, 1)),
+        ("none", 1, (0, 0)),
+    ],
 )
 def test_counts_per_modality(name: str, k: int, expected: tuple[int, int]) -> None:
     pool = _pool([20], [20])
@@ -74,14 +82,24 @@ def _sampler(
     dm: WebQADataModule, seed: int = 0, world: int = 1, rank: int = 0, composition: str = "random"
 ) -> TrainSampleSampler:
     is_image = np.asarray([bool(q.image_positives) for q in dm.train_queries])
-    return TrainSampleSampler(dm.train_positives, is_image, dm.registry, dm.strategy, batch_size=4,
-                              num_replicas=world, rank=rank, seed=seed, composition=composition)
+    return TrainSampleSampler(
+        dm.train_positives,
+        is_image,
+        dm.registry,
+        dm.strategy,
+        batch_size=4,
+        num_replicas=world,
+        rank=rank,
+        seed=seed,
+        composition=composition,
+    )
 
 
 @pytest.fixture(scope="module")
 def webqa_dm(tiny_data_dir: Path) -> WebQADataModule:
-    dm = WebQADataModule(str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
-                         num_workers=0)
+    dm = WebQADataModule(
+        str(tiny_data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1, num_workers=0
+    )
     dm.setup("fit")
     return dm
 
@@ -147,8 +165,17 @@ def _mined_file(dm: WebQADataModule, path: Path, bad_id: str | None = None, bad_
             negs = [d for d in dm.corpus.doc_ids[:30] if d not in q.positives]
             if bad_id:
                 negs.append(bad_id)
-            f.write(json.dumps({"qid": q.qid, "img_negFacts": [d for d in negs if d.isdigit()],
-                                "txt_negFacts": [d for d in negs if not d.isdigit()], "all_negFacts": negs}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "qid": q.qid,
+                        "img_negFacts": [d for d in negs if d.isdigit()],
+                        "txt_negFacts": [d for d in negs if not d.isdigit()],
+                        "all_negFacts": negs,
+                    }
+                )
+                + "\n"
+            )
         if bad_qid:
             f.write(json.dumps({"qid": bad_qid, "all_negFacts": []}) + "\n")
     return path
@@ -174,16 +201,25 @@ def test_negatives_file_with_unknown_ids(webqa_dm: WebQADataModule, tmp_path: Pa
 
 @pytest.mark.parametrize("composition", ["random", "balanced"])
 @pytest.mark.parametrize("world,batch_size", [(2, 4), (3, 4), (2, 3), (3, 5)])
-def test_every_rank_gets_the_same_number_of_batches(webqa_dm: WebQADataModule, composition: str, world: int,
-                                                    batch_size: int) -> None:
+def test_every_rank_gets_the_same_number_of_batches(
+    webqa_dm: WebQADataModule, composition: str, world: int, batch_size: int
+) -> None:
     """DDP steps in lockstep: a rank with one batch more would hang the others' gradient all-reduce."""
     is_image = np.asarray([bool(q.image_positives) for q in webqa_dm.train_queries])
     n_queries = len(webqa_dm.train_queries)
     for epoch in range(3):
         shards = []
         for rank in range(world):
-            sampler = TrainSampleSampler(webqa_dm.train_positives, is_image, webqa_dm.registry, webqa_dm.strategy,
-                                         batch_size=batch_size, num_replicas=world, rank=rank, composition=composition)
+            sampler = TrainSampleSampler(
+                webqa_dm.train_positives,
+                is_image,
+                webqa_dm.registry,
+                webqa_dm.strategy,
+                batch_size=batch_size,
+                num_replicas=world,
+                rank=rank,
+                composition=composition,
+            )
             sampler.set_epoch(epoch)
             shard = [s.query for s in sampler]
             assert len(shard) == len(sampler) == (n_queries // (batch_size * world)) * batch_size, (rank, epoch)

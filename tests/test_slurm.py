@@ -5,6 +5,7 @@ munged, slurmctld and slurmd, as root) and stop it by process id whatever happen
 Debian packages slurmctld slurmd slurm-client munge are missing (.ci/run installs them) or the tests are not root.
 They run the tiny recipe on CPU (1 CPU a job, no workers) through configs/slurm/{submit.sh,train.sbatch,sweep.sbatch}.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,7 +23,6 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from cli_runs import ROOT, tiny_args
 
 from callbacks.slurm_requeue import SLURMRequeue, hpc_checkpoint_path, slurm_job_id
 from datamodules.webqa_datamodule import WebQADataModule
@@ -30,22 +30,43 @@ from lightning_modules.encoders import CLIPEncoder
 from lightning_modules.loss import ContrastiveRetrievalLoss
 from lightning_modules.retriever import UniversalRetriever
 
+from cli_runs import ROOT, tiny_args
+
 SCRIPTS = Path(__file__).resolve().parent / "slurm"
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "squeue", "sinfo")
 ONE_CPU = ["--nodes=1", "--ntasks-per-node=1", "--gpus-per-node=0", "--cpus-per-task=1"]
 
 
 # ------------------------------------------------------------------ the callback, without SLURM
-def _fit(data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list,
-         ckpt: str | None = None) -> UniversalRetriever:
+def _fit(
+    data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list, ckpt: str | None = None
+) -> UniversalRetriever:
     L.seed_everything(0)
     loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
     module = UniversalRetriever(copy.deepcopy(encoder), loss=loss, temperature=0.05, lr=1e-3, warmup_steps=2)
-    dm = WebQADataModule(str(data_dir), negatives_file="webqa", negative_strategy="balanced", negatives_k=1,
-                         batch_size=8, eval_batch_size=32, num_workers=0, processor=module.encoder.processor)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root), max_epochs=2,
-                        limit_val_batches=0, enable_checkpointing=False, callbacks=callbacks)
+    dm = WebQADataModule(
+        str(data_dir),
+        negatives_file="webqa",
+        negative_strategy="balanced",
+        negatives_k=1,
+        batch_size=8,
+        eval_batch_size=32,
+        num_workers=0,
+        processor=module.encoder.processor,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        max_epochs=2,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        callbacks=callbacks,
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     return module
 
@@ -61,9 +82,9 @@ class _SignalAt(L.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def test_sigusr1_saves_at_the_step_end_and_the_run_resumes_exactly(tiny_data_dir: Path, tiny_encoder: CLIPEncoder,
-                                                                     tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigusr1_saves_at_the_step_end_and_the_run_resumes_exactly(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(name, raising=False)  # not a SLURM job: saved, nothing requeued, training goes on
     previous, threads = signal.getsignal(signal.SIGUSR1), torch.get_num_threads()
@@ -109,14 +130,17 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The environment for sbatch & co. on a single-node cluster started for this module and stopped after it."""
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"SLURM is not installed here ({', '.join(missing)} missing): as root, apt-get install slurmctld "
-                    "slurmd slurm-client munge (.ci/run does), then run tests/test_slurm.py")
+        pytest.skip(
+            f"SLURM is not installed here ({', '.join(missing)} missing): as root, apt-get install slurmctld "
+            "slurmd slurm-client munge (.ci/run does), then run tests/test_slurm.py"
+        )
     if os.geteuid() != 0:
         pytest.skip("the local SLURM cluster of these tests runs its daemons as root")
     cluster = tmp_path_factory.mktemp("slurm")
     try:
-        started = subprocess.run(["bash", str(SCRIPTS / "start_local_slurm.sh"), str(cluster)], capture_output=True,
-                                 text=True, timeout=120)
+        started = subprocess.run(
+            ["bash", str(SCRIPTS / "start_local_slurm.sh"), str(cluster)], capture_output=True, text=True, timeout=120
+        )
         if started.returncode != 0:
             pytest.fail(f"the local SLURM did not start:\n{started.stdout}{started.stderr}")
         yield {**os.environ, "SLURM_CONF": str(cluster / "slurm.conf"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -141,21 +165,29 @@ def _release(env: dict[str, str], job: str, *updates: str) -> None:
 
 def _submit(env: dict[str, str], *args: str) -> str:
     """``configs/slurm/submit.sh ARGS`` from the repository root; the job id."""
-    proc = subprocess.run(["bash", "configs/slurm/submit.sh", "--parsable", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["bash", "configs/slurm/submit.sh", "--parsable", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
 
 
 def _jobs(env: dict[str, str], job_id: str) -> list[dict[str, str]]:
     """``scontrol show job -o JOB``: one dict of fields per job (per task of an array)."""
-    proc = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True,
-                          timeout=30)
+    proc = subprocess.run(
+        ["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True, timeout=30
+    )
     return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in proc.stdout.splitlines() if line.strip()]
 
 
-def _wait(env: dict[str, str], job_id: str, done: Callable[[list[dict[str, str]]], bool], timeout: float,
-          what: str) -> list[dict[str, str]]:
+def _wait(
+    env: dict[str, str], job_id: str, done: Callable[[list[dict[str, str]]], bool], timeout: float, what: str
+) -> list[dict[str, str]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         jobs = _jobs(env, job_id)
@@ -193,20 +225,41 @@ def _final_state_dict(run_dir: Path, steps: int) -> dict[str, torch.Tensor]:
     return checkpoint["state_dict"]
 
 
-def test_train_sbatch_is_requeued_once_and_resumes_exactly(slurm: dict[str, str], tiny_data_dir: Path,
-                                                           tmp_path: Path) -> None:
+def test_train_sbatch_is_requeued_once_and_resumes_exactly(
+    slurm: dict[str, str], tiny_data_dir: Path, tmp_path: Path
+) -> None:
     # 80 epochs x 10 steps take about 80 s on a free core; SLURM signals 30-60 s after the start (its timer ticks
     # every 30 s), so the first run is always mid-training. Its twin runs straight on the other CPU.
     # Lightning 2.6 writes last.ckpt only with a new best: a checkpoint of the final weights, at the last validation.
-    final = ["--trainer.max_epochs", "80", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-             "--trainer.callbacks.init_args.filename", "final", "--trainer.callbacks.init_args.every_n_epochs", "80"]
+    final = [
+        "--trainer.max_epochs",
+        "80",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        "--trainer.callbacks.init_args.filename",
+        "final",
+        "--trainer.callbacks.init_args.every_n_epochs",
+        "80",
+    ]
     logs, preempted, straight = tmp_path / "logs", tmp_path / "preempted", tmp_path / "straight"
-    job = _submit({**slurm, "RUN_DIR": str(preempted)}, *ONE_CPU, "--time=2", "--signal=SIGUSR1@60",
-                  f"--output={logs}/%x-%j.out", "configs/slurm/train.sbatch", "configs/tiny/univl_dr_tiny.yaml",
-                  *_fit_args(tiny_data_dir, preempted, *final))
-    twin = _submit({**slurm, "RUN_DIR": str(straight)}, *ONE_CPU, "--time=30", f"--output={logs}/%x-%j.out",
-                   "configs/slurm/train.sbatch", "configs/tiny/univl_dr_tiny.yaml",
-                   *_fit_args(tiny_data_dir, straight, *final))
+    job = _submit(
+        {**slurm, "RUN_DIR": str(preempted)},
+        *ONE_CPU,
+        "--time=2",
+        "--signal=SIGUSR1@60",
+        f"--output={logs}/%x-%j.out",
+        "configs/slurm/train.sbatch",
+        "configs/tiny/univl_dr_tiny.yaml",
+        *_fit_args(tiny_data_dir, preempted, *final),
+    )
+    twin = _submit(
+        {**slurm, "RUN_DIR": str(straight)},
+        *ONE_CPU,
+        "--time=30",
+        f"--output={logs}/%x-%j.out",
+        "configs/slurm/train.sbatch",
+        "configs/tiny/univl_dr_tiny.yaml",
+        *_fit_args(tiny_data_dir, straight, *final),
+    )
     _wait(slurm, job, lambda j: j[0]["Restarts"] == "1" and j[0]["JobState"] == "PENDING", 240, "the requeue")
     # SLURM holds a requeued job for 2 minutes (BeginTime); release it now, with a time limit its rest fits in.
     _release(slurm, job, "TimeLimit=30")
@@ -234,17 +287,40 @@ def test_train_sbatch_is_requeued_once_and_resumes_exactly(slurm: dict[str, str]
         torch.testing.assert_close(resumed[name], value, msg=name)
 
 
-def test_sweep_array_runs_two_trials_and_summarizes_them(slurm: dict[str, str], tiny_data_dir: Path,
-                                                         tmp_path: Path) -> None:
+def test_sweep_array_runs_two_trials_and_summarizes_them(
+    slurm: dict[str, str], tiny_data_dir: Path, tmp_path: Path
+) -> None:
     sweep_file, sweep_dir, logs = tmp_path / "tiny_sweep.yaml", tmp_path / "sweep", tmp_path / "logs"
     sweep_file.write_text("method: grid\nparameters:\n  model.lr: {values: [1.0e-3, 2.0e-4]}\n")
-    base = _fit_args(tiny_data_dir, tmp_path / "never-used", "--trainer.max_epochs", "2",
-                     "--trainer.check_val_every_n_epoch", "1", "--trainer.callbacks.init_args.every_n_steps", "5")
-    job = _submit({**slurm, "SWEEP_DIR": str(sweep_dir)}, "--array=0-1", *ONE_CPU, "--time=30",
-                  f"--output={logs}/%x-%A_%a.out", "configs/slurm/sweep.sbatch", str(sweep_file),
-                  "--config", "configs/tiny/univl_dr_tiny.yaml", *base)
-    tasks = _wait(slurm, job, lambda j: len(j) == 2 and all(t["JobState"] == "COMPLETED" for t in j), 300,
-                  "the end of both trials")
+    base = _fit_args(
+        tiny_data_dir,
+        tmp_path / "never-used",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.callbacks.init_args.every_n_steps",
+        "5",
+    )
+    job = _submit(
+        {**slurm, "SWEEP_DIR": str(sweep_dir)},
+        "--array=0-1",
+        *ONE_CPU,
+        "--time=30",
+        f"--output={logs}/%x-%A_%a.out",
+        "configs/slurm/sweep.sbatch",
+        str(sweep_file),
+        "--config",
+        "configs/tiny/univl_dr_tiny.yaml",
+        *base,
+    )
+    tasks = _wait(
+        slurm,
+        job,
+        lambda j: len(j) == 2 and all(t["JobState"] == "COMPLETED" for t in j),
+        300,
+        "the end of both trials",
+    )
     assert sorted(t["ArrayTaskId"] for t in tasks) == ["0", "1"]
     trials = sorted(sweep_dir.glob("trial-*"))
     assert [t.name for t in trials] == ["trial-000", "trial-001"]
@@ -254,15 +330,24 @@ def test_sweep_array_runs_two_trials_and_summarizes_them(slurm: dict[str, str], 
         run = trial
         assert _manifest(run)["last_checkpoint"] == str(run / "checkpoints" / "last.ckpt")
         assert (run / "checkpoints" / "last.ckpt").is_file()
-        assert sorted(p.parent.name for p in run.glob("eval/dev-step*/metrics.json")) == ["dev-step0000010",
-                                                                                           "dev-step0000020"]
-        assert sorted(p.name for p in run.glob("negatives/*.json")) == ["train-negatives-step0000005.json",
-                                                                   "train-negatives-step0000010.json",
-                                                                   "train-negatives-step0000015.json"]
+        assert sorted(p.parent.name for p in run.glob("eval/dev-step*/metrics.json")) == [
+            "dev-step0000010",
+            "dev-step0000020",
+        ]
+        assert sorted(p.name for p in run.glob("negatives/*.json")) == [
+            "train-negatives-step0000005.json",
+            "train-negatives-step0000010.json",
+            "train-negatives-step0000015.json",
+        ]
         assert (run / "logs" / trial.joinpath("run_id").read_text().strip() / "metrics.csv").is_file()
     assert not (tmp_path / "never-used").exists()
-    summary = subprocess.run([sys.executable, "-m", "retrieval.sweeps", "summarize", str(sweep_dir)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
+    summary = subprocess.run(
+        [sys.executable, "-m", "retrieval.sweeps", "summarize", str(sweep_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert summary.returncode == 0, summary.stderr
     rows = [line for line in summary.stdout.splitlines() if line.startswith("| trial-")]
     assert sorted(row.split(" | ")[0] for row in rows) == ["| trial-000", "| trial-001"]
@@ -279,18 +364,36 @@ WANDB_RUN_ID=fake0001 exec bash configs/slurm/sweep.sbatch --wandb-trial --model
 """
 
 
-def test_wandb_trial_requeued_resumes_the_same_trial_and_run(slurm: dict[str, str], tiny_data_dir: Path,
-                                                             tmp_path: Path) -> None:
+def test_wandb_trial_requeued_resumes_the_same_trial_and_run(
+    slurm: dict[str, str], tiny_data_dir: Path, tmp_path: Path
+) -> None:
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "wandb").write_text(FAKE_AGENT)
     (tmp_path / "bin" / "wandb").chmod(0o755)
-    env = {**slurm, "PATH": f"{tmp_path / 'bin'}:{slurm['PATH']}", "FAKE_AGENT_LOG": str(tmp_path / "agent.log"),
-           "WANDB_MODE": "offline", "SWEEP_DIR": str(tmp_path / "sweep")}
-    base = _fit_args(tiny_data_dir, tmp_path / "never-used", "--trainer.max_epochs", "1",
-                     "--trainer.check_val_every_n_epoch", "1")
-    job = _submit(env, "--array=0", *ONE_CPU, "--time=30", f"--output={tmp_path}/%x-%A_%a.out",
-                  "configs/slurm/sweep.sbatch", "wandb:me/univl/sweep1", "--config", "configs/tiny/univl_dr_tiny.yaml",
-                  *base, "--config", "configs/loggers/wandb.yaml")
+    env = {
+        **slurm,
+        "PATH": f"{tmp_path / 'bin'}:{slurm['PATH']}",
+        "FAKE_AGENT_LOG": str(tmp_path / "agent.log"),
+        "WANDB_MODE": "offline",
+        "SWEEP_DIR": str(tmp_path / "sweep"),
+    }
+    base = _fit_args(
+        tiny_data_dir, tmp_path / "never-used", "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1"
+    )
+    job = _submit(
+        env,
+        "--array=0",
+        *ONE_CPU,
+        "--time=30",
+        f"--output={tmp_path}/%x-%A_%a.out",
+        "configs/slurm/sweep.sbatch",
+        "wandb:me/univl/sweep1",
+        "--config",
+        "configs/tiny/univl_dr_tiny.yaml",
+        *base,
+        "--config",
+        "configs/loggers/wandb.yaml",
+    )
     _wait(env, job, lambda j: j[0]["JobState"] == "COMPLETED", 240, "the end of the trial")
     subprocess.run(["scontrol", "requeue", f"{job}_0"], env=env, check=True)  # as SIGUSR1 would
     _wait(env, job, lambda j: j[0]["Restarts"] == "1" and j[0]["JobState"] == "PENDING", 60, "the requeue")

@@ -1,4 +1,5 @@
 """Sweeps without SLURM: grid and random trials, bad sweep files, the summary table, ``--ckpt_path auto``."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import pytest
 import torch
 from jsonargparse import Namespace
 
+from commands.cli import RetrieverCLI, resolve_auto_ckpt
 from retrieval.errors import InputError
 from retrieval.sweeps import as_overrides, load_sweep, main, markdown_table, summarize, trial_count, trial_parameters
-from commands.cli import RetrieverCLI, resolve_auto_ckpt
 
 
 def _sweep(tmp_path: Path, text: str) -> Path:
@@ -45,11 +46,19 @@ def test_grid_enumerates_the_product_last_parameter_fastest(tmp_path: Path) -> N
     assert trial_count(sweep) == 6
     trials = [trial_parameters(sweep, i) for i in range(6)]
     assert [(t["model.lr"], t["data.negative_strategy"]) for t in trials] == [
-        (1e-4, "balanced"), (1e-4, "random"), (5e-4, "balanced"), (5e-4, "random"),
-        (1e-3, "balanced"), (1e-3, "random")]
+        (1e-4, "balanced"),
+        (1e-4, "random"),
+        (5e-4, "balanced"),
+        (5e-4, "random"),
+        (1e-3, "balanced"),
+        (1e-3, "random"),
+    ]
     assert all(t["model.learnable_temperature"] is True for t in trials)
-    assert as_overrides(trials[3]) == ["--model.lr=0.0005", "--data.negative_strategy=random",
-                                       "--model.learnable_temperature=true"]
+    assert as_overrides(trials[3]) == [
+        "--model.lr=0.0005",
+        "--data.negative_strategy=random",
+        "--model.learnable_temperature=true",
+    ]
     with pytest.raises(InputError, match="trial 6 does not exist: the sweep has 6 trials"):
         trial_parameters(sweep, 6)
 
@@ -69,21 +78,29 @@ def test_random_trials_are_reproducible_and_within_bounds(tmp_path: Path) -> Non
     assert trial_parameters(other_seed, 0) != trials[0]
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("method: bayes\nparameters: {model.lr: {values: [1]}}\n", "method 'bayes' needs a W&B agent"),
-    ("method: grid\n", "needs a 'parameters' mapping"),
-    ("method: grid\nparameters: {model.lr: {min: 0.1, max: 1}}\n", "a grid needs 'values' or 'value'"),
-    ("method: random\nparameters: {model.lr: {values: [1]}}\n", "a random sweep needs 'count: N'"),
-    ("method: random\ncount: 2\nparameters: {model.lr: {distribution: normal, min: 0, max: 1}}\n",
-     "a distribution among"),
-    ("method: random\ncount: 2\nparameters: {model.lr: {distribution: log_uniform_values, min: 0, max: 1}}\n",
-     "needs 0 < min <= max"),
-    ("method: grid\nparameters: {model.lr: {values: []}}\n", "'values' must be a non-empty list"),
-    ("method: grid\nparameters: {model.lr: [1, 2]}\n", "give {values: [...]}"),
-    ("method: grid\nparameters: {model.lr: {values: [1}\n", "cannot read it"),
-])
-def test_bad_sweep_files_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, text: str,
-                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("method: bayes\nparameters: {model.lr: {values: [1]}}\n", "method 'bayes' needs a W&B agent"),
+        ("method: grid\n", "needs a 'parameters' mapping"),
+        ("method: grid\nparameters: {model.lr: {min: 0.1, max: 1}}\n", "a grid needs 'values' or 'value'"),
+        ("method: random\nparameters: {model.lr: {values: [1]}}\n", "a random sweep needs 'count: N'"),
+        (
+            "method: random\ncount: 2\nparameters: {model.lr: {distribution: normal, min: 0, max: 1}}\n",
+            "a distribution among",
+        ),
+        (
+            "method: random\ncount: 2\nparameters: {model.lr: {distribution: log_uniform_values, min: 0, max: 1}}\n",
+            "needs 0 < min <= max",
+        ),
+        ("method: grid\nparameters: {model.lr: {values: []}}\n", "'values' must be a non-empty list"),
+        ("method: grid\nparameters: {model.lr: [1, 2]}\n", "give {values: [...]}"),
+        ("method: grid\nparameters: {model.lr: {values: [1}\n", "cannot read it"),
+    ],
+)
+def test_bad_sweep_files_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture, text: str, message: str
+) -> None:
     path = _sweep(tmp_path, text)
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("{", r"\{").replace("(", r"\(")):
         load_sweep(path)
@@ -97,8 +114,11 @@ def test_trial_and_count_commands(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert main(["count", str(path)]) == 0
     assert capsys.readouterr().out == "6\n"
     assert main(["trial", str(path), "5"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["--model.lr=0.001", "--data.negative_strategy=random",
-                                                    "--model.learnable_temperature=true"]
+    assert capsys.readouterr().out.splitlines() == [
+        "--model.lr=0.001",
+        "--data.negative_strategy=random",
+        "--model.learnable_temperature=true",
+    ]
     assert main(["trial", str(path), "-1"]) == 2
     assert "trial index '-1' is not a non-negative integer" in capsys.readouterr().err
     assert main(["summarize"]) == 2
@@ -126,11 +146,17 @@ def test_summary_lists_each_trials_best_mrr(tmp_path: Path, capsys: pytest.Captu
         (logs / "eval" / f"dev-step{step:07d}" / "metrics.json").write_text(json.dumps({"MRR@10": value, "NDCG@10": 1}))
     rows = summarize(sweep)  # trial-002 never validated
     assert [(r["trial"], r["val/MRR@10"], r["step"]) for r in rows] == [
-        ("trial-000", 45.25, 29), ("trial-001", 52.0, 10), ("trial-002", None, None)]  # ties: the earliest
+        ("trial-000", 45.25, 29),
+        ("trial-001", 52.0, 10),
+        ("trial-002", None, None),
+    ]  # ties: the earliest
     table = markdown_table(rows).splitlines()
     assert table[0] == "| trial | best val/MRR@10 | step | parameters |"
-    assert table[2:] == ["| trial-001 | 52.00 | 10 | --model.lr=0.0005 |",  # only the parameters that differ
-                         "| trial-000 | 45.25 | 29 | --model.lr=0.001 |", "| trial-002 | - | - | --model.lr=0.0001 |"]
+    assert table[2:] == [
+        "| trial-001 | 52.00 | 10 | --model.lr=0.0005 |",  # only the parameters that differ
+        "| trial-000 | 45.25 | 29 | --model.lr=0.001 |",
+        "| trial-002 | - | - | --model.lr=0.0001 |",
+    ]
     assert main(["summarize", str(sweep)]) == 0
     assert capsys.readouterr().out.splitlines() == table
     assert json.loads((sweep / "summary.json").read_text()) == rows
@@ -168,9 +194,15 @@ def test_cli_resolves_ckpt_path_auto_before_anything_loads(tmp_path: Path) -> No
         cli = RetrieverCLI.__new__(RetrieverCLI)  # only the checkpoint step of the CLI, on a parsed config
         logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir=str(logs)))
         model = Namespace(encoder=Namespace(class_path="lightning_modules.encoders.CLIPEncoder", init_args=Namespace()))
-        cli.config = Namespace(subcommand="fit", fit=Namespace(
-            ckpt_path=ckpt_path, model=model, run_dir=None,
-            trainer=Namespace(default_root_dir=run and str(run), logger=logger)))
+        cli.config = Namespace(
+            subcommand="fit",
+            fit=Namespace(
+                ckpt_path=ckpt_path,
+                model=model,
+                run_dir=None,
+                trainer=Namespace(default_root_dir=run and str(run), logger=logger),
+            ),
+        )
         cli._parse_ckpt_path()
         return cli.config.fit.ckpt_path
 

@@ -1,4 +1,5 @@
 """The learnable temperature moves during training, even from tau = 0.01, and never exceeds its bound."""
+
 from __future__ import annotations
 
 import copy
@@ -25,21 +26,43 @@ class LogitScaleRecorder(L.Callback):
         self.values.append(float(trainer.callback_metrics["train/logit_scale"]))
 
 
-def _fit(data_dir: Path, encoder: CLIPEncoder, root: Path, steps: int, callbacks: list | None = None,
-         **module_options) -> LogitScaleRecorder:
+def _fit(
+    data_dir: Path, encoder: CLIPEncoder, root: Path, steps: int, callbacks: list | None = None, **module_options
+) -> LogitScaleRecorder:
     L.seed_everything(0)
-    module = UniversalRetriever(copy.deepcopy(encoder), loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True),
-                                lr=1e-3, **module_options)
-    dm = WebQADataModule(str(data_dir), negatives_file="webqa", batch_size=8, eval_batch_size=32, num_workers=0,
-                         processor=module.encoder.processor)
+    module = UniversalRetriever(
+        copy.deepcopy(encoder),
+        loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True),
+        lr=1e-3,
+        **module_options,
+    )
+    dm = WebQADataModule(
+        str(data_dir),
+        negatives_file="webqa",
+        batch_size=8,
+        eval_batch_size=32,
+        num_workers=0,
+        processor=module.encoder.processor,
+    )
     recorder = LogitScaleRecorder()
-    L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-              enable_checkpointing=False, limit_val_batches=0, max_steps=steps, default_root_dir=str(root),
-              callbacks=[recorder, *(callbacks or [])]).fit(module, datamodule=dm)
+    L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        max_steps=steps,
+        default_root_dir=str(root),
+        callbacks=[recorder, *(callbacks or [])],
+    ).fit(module, datamodule=dm)
     return recorder
 
 
-def test_learnable_temperature_moves_from_tau_001(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path) -> None:
+def test_learnable_temperature_moves_from_tau_001(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     # The recipes start at tau = 0.01, i.e. exactly at the bound 1/tau = 100: a clamp inside the forward pass
     # has zero gradient there (exp(log 100) > 100 in fp32), so the scale would never move.
     values = _fit(tiny_data_dir, tiny_encoder, tmp_path, 20, temperature=0.01, learnable_temperature=True).values
@@ -57,18 +80,21 @@ class StartAboveTheBound(L.Callback):
             pl_module.log_logit_scale.fill_(math.log(200.0))
 
 
-def test_logit_scale_is_clamped_after_the_optimizer_step(tiny_data_dir: Path, tiny_encoder: CLIPEncoder,
-                                                         tmp_path: Path) -> None:
+def test_logit_scale_is_clamped_after_the_optimizer_step(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+) -> None:
     # Above the bound, the parameter is brought back to log(max) by the first optimizer step, as open_clip does.
-    values = _fit(tiny_data_dir, tiny_encoder, tmp_path, 3, [StartAboveTheBound()], temperature=0.01,
-                  learnable_temperature=True).values
+    values = _fit(
+        tiny_data_dir, tiny_encoder, tmp_path, 3, [StartAboveTheBound()], temperature=0.01, learnable_temperature=True
+    ).values
     assert values[0] > 199.0 and all(v <= 100.0 + 1e-4 for v in values[1:]), values
 
 
 def test_learnable_temperature_below_the_bound_is_refused(tiny_encoder: CLIPEncoder) -> None:
     with pytest.raises(ValueError, match="temperature 0.01 is below 1/max_logit_scale = 0.02"):
-        UniversalRetriever(copy.deepcopy(tiny_encoder), temperature=0.01, learnable_temperature=True,
-                           max_logit_scale=50.0)
+        UniversalRetriever(
+            copy.deepcopy(tiny_encoder), temperature=0.01, learnable_temperature=True, max_logit_scale=50.0
+        )
 
 
 def test_fixed_temperature_stays(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """The release readers on a generated directory, and every bad input they must reject."""
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,9 @@ def test_datamodule_setup_reads_everything(tiny_data_dir: Path) -> None:
 @pytest.mark.parametrize("name", ["all_docs.json", "all_imgs.json", "train.json", "imgs.tsv", "imgs.lineidx.new"])
 def test_missing_file_names_file_and_layout(data_copy: Path, name: str) -> None:
     (data_copy / name).unlink()
-    with pytest.raises(InputError, match=rf"{name.replace('.', '[.]')}.*(data directory holds|imgs.lineidx.new|expected)"):
+    with pytest.raises(
+        InputError, match=rf"{name.replace('.', '[.]')}.*(data directory holds|imgs.lineidx.new|expected)"
+    ):
         WebQADataModule(str(data_copy), num_workers=0).setup("fit")
 
 
@@ -76,7 +79,10 @@ def test_qrels_doc_missing_from_corpus(data_copy: Path) -> None:
     with pytest.raises(InputError, match=r"1 qid\(s\) not in the query file.*unknownq"):
         WebQADataModule(str(data_copy), num_workers=0).setup("validate")
     dev = _lines(data_copy / "dev.json")
-    lines = (data_copy / "dev_qrels.txt").read_text().splitlines()[:-1] + [f"{dev[0]['qid']}\tghost_doc_1\t1", f"{dev[0]['qid']}\tghost_doc_2\t1"]
+    lines = (data_copy / "dev_qrels.txt").read_text().splitlines()[:-1] + [
+        f"{dev[0]['qid']}\tghost_doc_1\t1",
+        f"{dev[0]['qid']}\tghost_doc_2\t1",
+    ]
     (data_copy / "dev_qrels.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=r"2 doc id\(s\) not in the corpus, first: 'ghost_doc_1', 'ghost_doc_2'"):
         WebQADataModule(str(data_copy), num_workers=0).setup("validate")
@@ -93,7 +99,9 @@ def test_query_positive_missing_from_corpus(data_copy: Path) -> None:
 def test_duplicate_doc_id(data_copy: Path) -> None:
     docs = _lines(data_copy / "all_docs.json")
     _write(data_copy / "all_docs.json", docs + [docs[1]])
-    with pytest.raises(InputError, match=rf"duplicate doc id '{docs[1]['snippet_id']}' \(first seen at .*all_docs.json:2\)"):
+    with pytest.raises(
+        InputError, match=rf"duplicate doc id '{docs[1]['snippet_id']}' \(first seen at .*all_docs.json:2\)"
+    ):
         Corpus.from_release(data_copy)
 
 

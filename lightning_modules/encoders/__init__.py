@@ -1,4 +1,5 @@
 """Encoders: the narrow interface and its implementations."""
+
 from lightning_modules.encoders.base import Processor, RetrievalEncoder
 from lightning_modules.encoders.clip import CLIPEncoder
 

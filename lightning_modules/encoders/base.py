@@ -4,10 +4,12 @@ The loss and the datamodule only see this interface: three ``encode_*`` methods 
 L2-normalised vectors, and a picklable :class:`Processor` that DataLoader workers use to turn
 strings and pictures into model inputs.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 from PIL import Image
@@ -54,14 +56,21 @@ class RetrievalEncoder(nn.Module, ABC):
         """[N, D] normalised text-doc vectors."""
 
     @abstractmethod
-    def encode_images(self, pixels: torch.Tensor, caption_tokens: TextBatch, image_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_images(
+        self, pixels: torch.Tensor, caption_tokens: TextBatch, image_valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """[N, D] normalised image-doc vectors from pixels and captions (``image_valid`` False: caption only)."""
 
 
 class SimpleProcessor:
     """A processor made of a tokenizer callable and an image transform callable."""
 
-    def __init__(self, tokenizer: Callable[[list[str]], TextBatch], transform: Callable[[Image.Image], torch.Tensor], image_size: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Callable[[list[str]], TextBatch],
+        transform: Callable[[Image.Image], torch.Tensor],
+        image_size: int,
+    ) -> None:
         self.tokenizer = tokenizer
         self.transform = transform
         self.image_shape = (3, image_size, image_size)

@@ -1,4 +1,5 @@
 """CLIP dual-tower encoder (open_clip): query = T(q), text doc = T(fact), image doc = I(pixels) + T(caption)."""
+
 from __future__ import annotations
 
 import difflib
@@ -24,7 +25,11 @@ def _check_model_name(model_name: str) -> None:
 
 
 def _looks_like_path(pretrained: str) -> bool:
-    return "/" in pretrained or "\\" in pretrained or Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+    return (
+        "/" in pretrained
+        or "\\" in pretrained
+        or Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+    )
 
 
 def create_clip(model_name: str, pretrained: str | None) -> tuple[torch.nn.Module, object]:
@@ -34,12 +39,17 @@ def create_clip(model_name: str, pretrained: str | None) -> tuple[torch.nn.Modul
     if pretrained and (_looks_like_path(pretrained) or Path(pretrained).is_file()):
         checkpoint = Path(pretrained).expanduser()
         if not checkpoint.is_file():
-            raise InputError(f"pretrained checkpoint {checkpoint} does not exist; give an existing file or a tag such as 'openai'")
+            raise InputError(
+                f"pretrained checkpoint {checkpoint} does not exist; give an existing file or a tag such as 'openai'"
+            )
         pretrained = None
     elif pretrained and not model_name.startswith(("hf-hub:", "local-dir:")):
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:
-            raise InputError(f"no pretrained tag {pretrained!r} for {model_name}; choose one of {tags or 'none (train from scratch: pretrained: null)'} or a checkpoint path")
+            raise InputError(
+                f"no pretrained tag {pretrained!r} for {model_name}; choose one of "
+                f"{tags or 'none (train from scratch: pretrained: null)'} or a checkpoint path"
+            )
     model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
     if checkpoint is not None:
         load_clip_weights(model, checkpoint, model_name)
@@ -55,11 +65,18 @@ def load_clip_weights(model: torch.nn.Module, checkpoint: Path, model_name: str)
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # not a torch file, truncated, or unsafe pickle
-        raise InputError(f"cannot read checkpoint {checkpoint}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+        raise InputError(
+            f"cannot read checkpoint {checkpoint}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state:
-        state = {k[len(LIGHTNING_PREFIX):]: v for k, v in state["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)}
+        state = {
+            k[len(LIGHTNING_PREFIX) :]: v for k, v in state["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)
+        }
     if not isinstance(state, dict) or not state:
-        raise InputError(f"checkpoint {checkpoint} holds no CLIP weights; give an open_clip state dict or a checkpoint of this project")
+        raise InputError(
+            f"checkpoint {checkpoint} holds no CLIP weights; give an open_clip state dict or a checkpoint of "
+            f"this project"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -90,7 +107,11 @@ class CLIPEncoder(RetrievalEncoder):
         image_size = self.model.visual.image_size
         image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
         self._processor = SimpleProcessor(open_clip.get_tokenizer(model_name), transform, image_size)
-        self.embedding_dim = int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") and self.model.text_projection is not None else int(self.model.embed_dim)
+        self.embedding_dim = (
+            int(self.model.text_projection.shape[1])
+            if hasattr(self.model, "text_projection") and self.model.text_projection is not None
+            else int(self.model.embed_dim)
+        )
 
     @property
     def processor(self) -> Processor:
@@ -102,7 +123,9 @@ class CLIPEncoder(RetrievalEncoder):
     def encode_texts(self, tokens: TextBatch) -> torch.Tensor:
         return F.normalize(self.model.encode_text(tokens), dim=-1)
 
-    def encode_images(self, pixels: torch.Tensor, caption_tokens: TextBatch, image_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_images(
+        self, pixels: torch.Tensor, caption_tokens: TextBatch, image_valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         image = self.model.encode_image(pixels)
         if image_valid is not None:
             image = image * image_valid.to(image.dtype).unsqueeze(-1)
