@@ -52,42 +52,17 @@ DRY_RUN_TESTS = "tests/test_optim.py"
 #: on the H100 machine its CLI subprocess tests took 22-28 s each (10-13 s on the 2-core CPU machine), and the
 #: first run stopped after 18 tests; CI runs the whole suite on the CPU.
 GPU_RELEVANT_TESTS = (
-    "tests/test_collectives.py",
-    "tests/test_distributed_eval.py",
-    "tests/test_index.py",
-    "tests/test_loss.py",
-    "tests/test_temperature.py",
-    "tests/test_partial_evaluation.py",
+    *"tests/test_collectives.py tests/test_distributed_eval.py tests/test_index.py tests/test_loss.py".split(),
+    *"tests/test_temperature.py tests/test_partial_evaluation.py".split(),
 )
 #: Modules the package and its tests import; the first group is carried as wheels (bench/fetch_gpu_wheels.sh).
 CARRIED = (
-    "open_clip",
-    "ftfy",
-    "wcwidth",
-    "jsonargparse",
-    "docstring_parser",
-    "typeshed_client",
-    "omegaconf",
-    "faiss",
-    "pytrec_eval",
-    "ir_measures",
+    *"open_clip ftfy wcwidth jsonargparse docstring_parser typeshed_client omegaconf faiss pytrec_eval".split(),
+    *"ir_measures".split(),
 )
 IMAGE = (
-    "torch",
-    "torchvision",
-    "lightning",
-    "transformers",
-    "torchmetrics",
-    "timm",
-    "numpy",
-    "PIL",
-    "matplotlib",
-    "yaml",
-    "tqdm",
-    "pytest",
-    "huggingface_hub",
-    "safetensors",
-    "regex",
+    *"torch torchvision lightning transformers torchmetrics timm numpy PIL matplotlib yaml tqdm pytest".split(),
+    *"huggingface_hub safetensors regex".split(),
 )
 #: Paths a stray run would write inside the checkout (``tests/conftest.py`` checks the same with git).
 RUN_OUTPUT = re.compile(
@@ -277,48 +252,18 @@ def check_training(runner: Runner, dry_run: bool, data_dir: Path, limit: float) 
     """Lightning vs the bare loop on identical work (bench/bench_training.py)."""
     if dry_run:
         sizes = [
-            "--model",
-            "tiny-clip-64px",
-            "--device",
-            "cpu",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--rounds",
-            "1",
-            "--threads",
-            "1",
-            "--loader-workers",
+            *"--model tiny-clip-64px --device cpu --steps 2 --warmup 1 --rounds 1 --threads 1 --loader-workers".split(),
         ]
     else:
         sizes = [
-            "--model",
-            "ViT-B-32",
-            "--device",
-            "cuda",
-            "--steps",
-            "30",
-            "--warmup",
-            "5",
-            "--rounds",
-            "2",
-            "--threads",
-            "8",
-            "--loader-workers",
-            "8",
-            "--loader-batches",
-            "20",
+            *"--model ViT-B-32 --device cuda --steps 30 --warmup 5 --rounds 2 --threads 8 --loader-workers 8".split(),
+            *"--loader-batches 20".split(),
         ]
     command = [
         PYTHON,
         "bench/bench_training.py",
         *sizes,
-        "--precision",
-        "bf16-mixed",
-        "--batch-size",
-        "64",
-        "--data-dir",
+        *"--precision bf16-mixed --batch-size 64 --data-dir".split(),
         str(data_dir),
     ]
     step = runner.run("train-throughput", command, limit)
@@ -345,37 +290,13 @@ def check_refresh(runner: Runner, dry_run: bool, limit: float) -> None:
     """One ANCE refresh at WebQA's size: measured fraction of the encoding, projected; full-size search."""
     if dry_run:
         sizes = [
-            "--model",
-            "tiny-clip-64px",
-            "--device",
-            "cpu",
-            "--precision",
-            "32-true",
-            "--images",
-            "256",
-            "--texts",
-            "256",
-            "--queries",
-            "256",
-            "--batch-size",
-            "128",
-            "--search-docs",
-            "2000",
+            *"--model tiny-clip-64px --device cpu --precision 32-true --images 256 --texts 256 --queries 256".split(),
+            *"--batch-size 128 --search-docs 2000".split(),
         ]
     else:
         sizes = [
-            "--model",
-            "ViT-B-32",
-            "--device",
-            "cuda",
-            "--precision",
-            "bf16-mixed",
-            "--images",
-            "20000",
-            "--texts",
-            "40000",
-            "--batch-size",
-            "512",
+            *"--model ViT-B-32 --device cuda --precision bf16-mixed --images 20000 --texts 40000".split(),
+            *"--batch-size 512".split(),
         ]
     step = runner.run("refresh-webqa", [PYTHON, "bench/bench_refresh.py", "--webqa-scale", *sizes], limit)
     r = last_result(step.text) if step.rc == 0 else None
@@ -438,27 +359,15 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
     """``train.py fit`` with NCCL DDP at world size 1 (gloo on the CPU in a dry run), then ``train.py test``."""
     out = work / "fit"
     common = [
-        "--config",
-        "configs/tiny/univl_dr_tiny.yaml",
-        "--trainer.devices",
-        "1",
-        "--trainer.strategy",
-        "ddp",
-        "--data.data_dir",
-        "mini-webqa:small",
-        "--trainer.enable_progress_bar",
-        "false",
+        *"--config configs/tiny/univl_dr_tiny.yaml --trainer.devices 1 --trainer.strategy ddp".split(),
+        *"--data.data_dir mini-webqa:small --trainer.enable_progress_bar false".split(),
     ]
     env = {**runner.env, "UNIVL_RETRIEVAL_CACHE": str(out / "cache")}  # the named dataset is generated there
     if dry_run:
         common += ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--data.num_workers", "0"]
         schedule = [
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "3",
-            "--trainer.callbacks.init_args.every_n_steps",
-            "2",
+            *"--trainer.max_epochs 1 --trainer.limit_train_batches 3".split(),
+            *"--trainer.callbacks.init_args.every_n_steps 2".split(),
         ]
     else:
         common += ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]

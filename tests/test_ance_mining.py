@@ -13,40 +13,18 @@ from callbacks import EvaluationWriter
 from callbacks.ance_mining import ANCEMiningCallback
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
-from lightning_modules.loss import ContrastiveRetrievalLoss
 from lightning_modules.retriever import UniversalRetriever
 from retrieval.index import brute_force_search
 
+from builders import cpu_trainer, tiny_retriever, webqa_datamodule
+
 
 def _setup(tiny_data_dir: Path, tiny_encoder: CLIPEncoder) -> tuple[UniversalRetriever, WebQADataModule]:
-    loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
-    module = UniversalRetriever(copy.deepcopy(tiny_encoder), loss=loss, temperature=0.05, lr=1e-3)
-    dm = WebQADataModule(
-        str(tiny_data_dir),
-        negatives_file="webqa",
-        negative_strategy="balanced",
-        negatives_k=1,
-        batch_size=8,
-        eval_batch_size=16,
-        num_workers=0,
-        processor=module.encoder.processor,
-    )
-    return module, dm
+    return tiny_retriever(tiny_encoder), webqa_datamodule(tiny_data_dir, tiny_encoder, eval_batch_size=16)
 
 
 def _trainer(root: Path, callbacks: list, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=str(root),
-        callbacks=callbacks,
-        **kwargs,
-    )
+    return cpu_trainer(root, num_sanity_val_steps=0, limit_val_batches=0, callbacks=callbacks, **kwargs)
 
 
 class VersionRecorder(L.Callback):
@@ -136,13 +114,7 @@ def test_offline_mining_through_validate(tiny_data_dir: Path, tiny_encoder: CLIP
     module, dm = _setup(tiny_data_dir, tiny_encoder)
     out = tmp_path / "mined.json"
     miner = ANCEMiningCallback(on_validate=True, top_k=10, output_file=str(out))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        callbacks=[miner, EvaluationWriter()],
-        default_root_dir=str(tmp_path),
-    )
+    trainer = cpu_trainer(tmp_path, callbacks=[miner, EvaluationWriter()])
     trainer.validate(module, datamodule=dm, verbose=False)
     lines = out.read_text().splitlines()
     assert len(lines) == 40 and all(len(json.loads(line)["all_negFacts"]) == 10 for line in lines)

@@ -33,10 +33,7 @@ def test_test_uses_the_index_and_depth_given_on_the_command_line(
         *tiny_args(tiny_data_dir, tmp_path),
         "--ckpt_path",
         str(checkpoint),
-        "--model.index.factory",
-        "HNSW32",
-        "--model.eval_top_k",
-        "10",
+        *"--model.index.factory HNSW32 --model.eval_top_k 10".split(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
@@ -69,15 +66,8 @@ def test_resumed_fit_says_and_trains_with_the_new_lr(tiny_data_dir: Path, checkp
         *tiny_args(tiny_data_dir, tmp_path / "unused"),
         "--ckpt_path",
         str(copy),
-        "--model.lr",
-        "4e-3",
-        "--trainer.max_epochs",
-        "2",
-        "--trainer.limit_val_batches",
-        "0",
-        "--model.warmup_steps",
-        "0",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor",
+        *"--model.lr 4e-3 --trainer.max_epochs 2 --trainer.limit_val_batches 0 --model.warmup_steps 0".split(),
+        *"--trainer.callbacks+=lightning.pytorch.callbacks.LearningRateMonitor".split(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "differs from the checkpoint's in lr (checkpoint 0.001, now 0.004), warmup_steps" in proc.stderr
@@ -95,10 +85,7 @@ def test_another_architecture_is_refused_before_loading(tiny_data_dir: Path, che
         *tiny_args(tiny_data_dir, tmp_path),
         "--ckpt_path",
         str(checkpoint),
-        "--model.encoder.init_args.model_name",
-        "ViT-B-32",
-        "--model.encoder.init_args.pretrained",
-        "null",
+        *"--model.encoder.init_args.model_name ViT-B-32 --model.encoder.init_args.pretrained null".split(),
     )
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]

@@ -20,10 +20,7 @@ def test_fit_with_in_loop_mining(tiny_data_dir: Path, tmp_path: Path, devices: i
     extra = [
         "--trainer.devices",
         str(devices),
-        "--trainer.max_epochs",
-        "6",
-        "--trainer.callbacks.init_args.every_n_steps",
-        "4",
+        *"--trainer.max_epochs 6 --trainer.callbacks.init_args.every_n_steps 4".split(),
     ]
     if devices > 1:
         extra += ["--trainer.strategy", "ddp"]
@@ -70,10 +67,7 @@ def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
     # A mistyped data directory is never filled with generated data, whatever the config (the tiny recipes name
     # their dataset: mini-webqa:small).
     proc = train(
-        "fit",
-        "--config",
-        "configs/tiny/clip_dpr_tiny.yaml",
-        "--data.data_dir",
+        *"fit --config configs/tiny/clip_dpr_tiny.yaml --data.data_dir".split(),
         str(tmp_path / "missing"),
         "--trainer.default_root_dir",
         str(tmp_path),
@@ -107,12 +101,7 @@ def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(tiny_data_d
     proc = train(
         "fit",
         *tiny_args(tiny_data_dir, tmp_path),
-        "--model.lr",
-        "0",
-        "--trainer.max_epochs",
-        "2",
-        "--trainer.check_val_every_n_epoch",
-        "1",
+        *"--model.lr 0 --trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1".split(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = next(tmp_path.rglob("last.ckpt"))

@@ -7,7 +7,6 @@ as a different ranking.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -18,10 +17,9 @@ import lightning as L
 import pytest
 
 from callbacks import EvaluationWriter
-from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
-from lightning_modules.loss import ContrastiveRetrievalLoss
-from lightning_modules.retriever import UniversalRetriever
+
+from builders import cpu_trainer, tiny_retriever, webqa_datamodule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/tiny/univl_dr_tiny.yaml"
@@ -35,22 +33,9 @@ def checkpoint(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path_factory:
     """
     root = tmp_path_factory.mktemp("ckpt")
     L.seed_everything(0)
-    loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
-    module = UniversalRetriever(copy.deepcopy(tiny_encoder), loss=loss, temperature=0.05, lr=1e-3)
-    dm = WebQADataModule(
-        str(tiny_data_dir), negatives_file="webqa", batch_size=8, num_workers=0, processor=module.encoder.processor
-    )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=10,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        default_root_dir=str(root),
-    )
+    module = tiny_retriever(tiny_encoder)
+    dm = webqa_datamodule(tiny_data_dir, tiny_encoder, eval_batch_size=128)
+    trainer = cpu_trainer(root, max_steps=10, enable_checkpointing=False, limit_val_batches=0)
     trainer.fit(module, datamodule=dm)
     trainer.save_checkpoint(root / "model.ckpt")
     trainer.callbacks.append(EvaluationWriter())
@@ -66,11 +51,7 @@ def _test_run(data_dir: Path, ckpt: Path, out: Path, devices: int) -> Path:
         CONFIG,
         "--data.data_dir",
         str(data_dir),
-        "--data.num_workers",
-        "0",
-        "--data.eval_batch_size",
-        "4",
-        "--run_dir",
+        *"--data.num_workers 0 --data.eval_batch_size 4 --run_dir".split(),
         str(out),
         "--trainer.enable_progress_bar",
         "false",

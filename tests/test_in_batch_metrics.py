@@ -196,16 +196,8 @@ def test_real_loss_matches_plain_torch_ranks(seed: int, in_batch: bool) -> None:
     docs = F.normalize(torch.randn(n_docs, 16, generator=g), dim=-1)
     noise = 0.6 * torch.randn(n_queries, 16, generator=g)
     queries = F.normalize(docs[positive] + noise, dim=-1)  # near their positives, not always first
-    out = ContrastiveRetrievalLoss(in_batch=in_batch, hard_negatives=True)(
-        queries=queries,
-        docs=docs,
-        doc_ids=doc_ids,
-        doc_is_image=is_image,
-        positive=positive,
-        hard_negatives=hard,
-        query_positive_ids=doc_ids[positive].unsqueeze(1),
-        logit_scale=torch.tensor(20.0),
-    )
+    loss = ContrastiveRetrievalLoss(in_batch=in_batch, hard_negatives=True)
+    out = loss(queries, docs, doc_ids, is_image, positive, hard, doc_ids[positive].unsqueeze(1), torch.tensor(20.0))
     assert out.scores.dtype == torch.float32 and (out.scores < 0).any()  # negative logits are in play
     assert out.target.tolist() == positive.tolist()
     assert out.target_is_image.tolist() == is_image[positive].tolist()

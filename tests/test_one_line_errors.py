@@ -49,10 +49,7 @@ def test_fit_on_a_named_dataset_generates_it_into_the_cache(tmp_path: Path) -> N
     proc = train(
         "fit",
         *tiny_args(Path("mini-webqa:tiny"), tmp_path),
-        "--trainer.max_steps",
-        "2",
-        "--trainer.limit_val_batches",
-        "0",
+        *"--trainer.max_steps 2 --trainer.limit_val_batches 0".split(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (Path(os.environ[CACHE_ENV]) / "mini-webqa-tiny-seed0" / "train.json").is_file()

@@ -10,32 +10,21 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import lightning as L
 import pytest
 
 from callbacks import EvaluationWriter
-from datamodules.webqa_datamodule import WebQADataModule
 from datamodules.webqa_release import Corpus
 from lightning_modules.encoders import CLIPEncoder
 from lightning_modules.retriever import UniversalRetriever
 from retrieval.trec import read_trec_run
 
+from builders import cpu_trainer, webqa_datamodule
+
 
 def _test(data_dir: Path, encoder: CLIPEncoder, root: Path, **trainer_options) -> dict[str, float]:
     module = UniversalRetriever(copy.deepcopy(encoder))
-    dm = WebQADataModule(
-        str(data_dir), batch_size=8, eval_batch_size=4, num_workers=0, processor=module.encoder.processor
-    )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(root),
-        callbacks=[EvaluationWriter()],
-        **trainer_options,
-    )
+    dm = webqa_datamodule(data_dir, encoder, negatives_file=None, eval_batch_size=4)
+    trainer = cpu_trainer(root, callbacks=[EvaluationWriter()], **trainer_options)
     return {k: v for d in trainer.test(module, datamodule=dm, verbose=False) for k, v in d.items()}
 
 

@@ -7,7 +7,6 @@ same weights as the run that was never interrupted (``num_workers: 0``).
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import lightning as L
@@ -17,8 +16,9 @@ import torch
 from callbacks.ance_mining import ANCEMiningCallback
 from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
-from lightning_modules.loss import ContrastiveRetrievalLoss
 from lightning_modules.retriever import UniversalRetriever
+
+from builders import cpu_trainer, tiny_retriever, webqa_datamodule
 
 
 class BatchRecorder(L.Callback):
@@ -42,36 +42,10 @@ def _run(
     data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list, ckpt: str | None = None, **trainer_options
 ) -> tuple[UniversalRetriever, BatchRecorder]:
     L.seed_everything(0)
-    module = UniversalRetriever(
-        copy.deepcopy(encoder),
-        loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True),
-        temperature=0.05,
-        lr=1e-3,
-        warmup_steps=2,
-    )
-    dm = WebQADataModule(
-        str(data_dir),
-        negatives_file="webqa",
-        negative_strategy="balanced",
-        negatives_k=1,
-        batch_size=8,
-        eval_batch_size=32,
-        num_workers=0,
-        processor=module.encoder.processor,
-    )
+    module = tiny_retriever(encoder, warmup_steps=2)
     recorder = BatchRecorder()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(root),
-        callbacks=[*callbacks, recorder],
-        **trainer_options,
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    trainer = cpu_trainer(root, num_sanity_val_steps=0, callbacks=[*callbacks, recorder], **trainer_options)
+    trainer.fit(module, datamodule=webqa_datamodule(data_dir, encoder), ckpt_path=ckpt)
     return module, recorder
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -18,46 +17,23 @@ from lightning_modules.retriever import UniversalRetriever
 from retrieval.errors import InputError
 from retrieval.index import IndexConfig
 
+from builders import cpu_trainer, tiny_retriever, webqa_datamodule
 from cli_runs import tiny_args, train
 
 
 def _trainer(root: Path, **kwargs) -> L.Trainer:
     """A CPU trainer under ``root``; evaluations are written by ``EvaluationWriter`` into ``root/eval``."""
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(root),
-        limit_val_batches=0,
-        callbacks=[EvaluationWriter()],
+    return cpu_trainer(
+        root, **{"num_sanity_val_steps": 0, "limit_val_batches": 0, "callbacks": [EvaluationWriter()], **kwargs}
     )
-    options.update(kwargs)
-    return L.Trainer(**options)
 
 
 def _module(encoder: CLIPEncoder, **kwargs) -> UniversalRetriever:
-    options = dict(
-        loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True), temperature=0.05, lr=1e-3, warmup_steps=2
-    )
-    options.update(kwargs)
-    return UniversalRetriever(copy.deepcopy(encoder), **options)
+    return tiny_retriever(encoder, **{"warmup_steps": 2, **kwargs})
 
 
 def _datamodule(data_dir: Path, encoder: CLIPEncoder, **kwargs) -> WebQADataModule:
-    options = dict(
-        negatives_file="webqa",
-        negative_strategy="balanced",
-        negatives_k=1,
-        batch_size=8,
-        eval_batch_size=32,
-        num_workers=0,
-        processor=encoder.processor,
-    )
-    options.update(kwargs)
-    return WebQADataModule(str(data_dir), **options)
+    return webqa_datamodule(data_dir, encoder, **kwargs)
 
 
 class LossRecorder(L.Callback):
@@ -292,12 +268,7 @@ def test_fit_command_refuses_a_configuration_without_negatives(tiny_data_dir: Pa
     proc = train(
         "fit",
         *tiny_args(tiny_data_dir, tmp_path),
-        "--data.negatives_file",
-        "null",
-        "--model.loss.init_args.in_batch",
-        "false",
-        "--trainer.max_steps",
-        "1",
+        *"--data.negatives_file null --model.loss.init_args.in_batch false --trainer.max_steps 1".split(),
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no negatives: loss(in_batch=False, ")

@@ -82,17 +82,8 @@ def _sampler(
     dm: WebQADataModule, seed: int = 0, world: int = 1, rank: int = 0, composition: str = "random"
 ) -> TrainSampleSampler:
     is_image = np.asarray([bool(q.image_positives) for q in dm.train_queries])
-    return TrainSampleSampler(
-        dm.train_positives,
-        is_image,
-        dm.registry,
-        dm.strategy,
-        batch_size=4,
-        num_replicas=world,
-        rank=rank,
-        seed=seed,
-        composition=composition,
-    )
+    options = dict(batch_size=4, num_replicas=world, rank=rank, seed=seed, composition=composition)
+    return TrainSampleSampler(dm.train_positives, is_image, dm.registry, dm.strategy, **options)
 
 
 @pytest.fixture(scope="module")

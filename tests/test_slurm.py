@@ -8,7 +8,6 @@ They run the tiny recipe on CPU (1 CPU a job, no workers) through configs/slurm/
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -25,11 +24,10 @@ import pytest
 import torch
 
 from callbacks.slurm_requeue import SLURMRequeue, hpc_checkpoint_path, slurm_job_id
-from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
-from lightning_modules.loss import ContrastiveRetrievalLoss
 from lightning_modules.retriever import UniversalRetriever
 
+from builders import cpu_trainer, tiny_retriever, webqa_datamodule
 from cli_runs import ROOT, tiny_args
 
 SCRIPTS = Path(__file__).resolve().parent / "slurm"
@@ -42,32 +40,11 @@ def _fit(
     data_dir: Path, encoder: CLIPEncoder, root: Path, callbacks: list, ckpt: str | None = None
 ) -> UniversalRetriever:
     L.seed_everything(0)
-    loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
-    module = UniversalRetriever(copy.deepcopy(encoder), loss=loss, temperature=0.05, lr=1e-3, warmup_steps=2)
-    dm = WebQADataModule(
-        str(data_dir),
-        negatives_file="webqa",
-        negative_strategy="balanced",
-        negatives_k=1,
-        batch_size=8,
-        eval_batch_size=32,
-        num_workers=0,
-        processor=module.encoder.processor,
+    module = tiny_retriever(encoder, warmup_steps=2)
+    trainer = cpu_trainer(
+        root, num_sanity_val_steps=0, max_epochs=2, limit_val_batches=0, enable_checkpointing=False, callbacks=callbacks
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(root),
-        max_epochs=2,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        callbacks=callbacks,
-    )
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    trainer.fit(module, datamodule=webqa_datamodule(data_dir, encoder), ckpt_path=ckpt)
     return module
 
 
@@ -232,25 +209,13 @@ def test_train_sbatch_is_requeued_once_and_resumes_exactly(
     # every 30 s), so the first run is always mid-training. Its twin runs straight on the other CPU.
     # Lightning 2.6 writes last.ckpt only with a new best: a checkpoint of the final weights, at the last validation.
     final = [
-        "--trainer.max_epochs",
-        "80",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.init_args.filename",
-        "final",
-        "--trainer.callbacks.init_args.every_n_epochs",
-        "80",
+        *"--trainer.max_epochs 80 --trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint".split(),
+        *"--trainer.callbacks.init_args.filename final --trainer.callbacks.init_args.every_n_epochs 80".split(),
     ]
     logs, preempted, straight = tmp_path / "logs", tmp_path / "preempted", tmp_path / "straight"
-    job = _submit(
-        {**slurm, "RUN_DIR": str(preempted)},
-        *ONE_CPU,
-        "--time=2",
-        "--signal=SIGUSR1@60",
-        f"--output={logs}/%x-%j.out",
-        "configs/slurm/train.sbatch",
-        "configs/tiny/univl_dr_tiny.yaml",
-        *_fit_args(tiny_data_dir, preempted, *final),
-    )
+    options = [*ONE_CPU, "--time=2", "--signal=SIGUSR1@60", f"--output={logs}/%x-%j.out"]
+    recipe = ["configs/slurm/train.sbatch", "configs/tiny/univl_dr_tiny.yaml"]
+    job = _submit({**slurm, "RUN_DIR": str(preempted)}, *options, *recipe, *_fit_args(tiny_data_dir, preempted, *final))
     twin = _submit(
         {**slurm, "RUN_DIR": str(straight)},
         *ONE_CPU,
@@ -295,25 +260,12 @@ def test_sweep_array_runs_two_trials_and_summarizes_them(
     base = _fit_args(
         tiny_data_dir,
         tmp_path / "never-used",
-        "--trainer.max_epochs",
-        "2",
-        "--trainer.check_val_every_n_epoch",
-        "1",
-        "--trainer.callbacks.init_args.every_n_steps",
-        "5",
+        *"--trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1".split(),
+        *"--trainer.callbacks.init_args.every_n_steps 5".split(),
     )
-    job = _submit(
-        {**slurm, "SWEEP_DIR": str(sweep_dir)},
-        "--array=0-1",
-        *ONE_CPU,
-        "--time=30",
-        f"--output={logs}/%x-%A_%a.out",
-        "configs/slurm/sweep.sbatch",
-        str(sweep_file),
-        "--config",
-        "configs/tiny/univl_dr_tiny.yaml",
-        *base,
-    )
+    options = [*ONE_CPU, "--array=0-1", "--time=30", f"--output={logs}/%x-%A_%a.out"]
+    sweep = ["configs/slurm/sweep.sbatch", str(sweep_file), "--config", "configs/tiny/univl_dr_tiny.yaml"]
+    job = _submit({**slurm, "SWEEP_DIR": str(sweep_dir)}, *options, *sweep, *base)
     tasks = _wait(
         slurm,
         job,
@@ -386,10 +338,7 @@ def test_wandb_trial_requeued_resumes_the_same_trial_and_run(
         *ONE_CPU,
         "--time=30",
         f"--output={tmp_path}/%x-%A_%a.out",
-        "configs/slurm/sweep.sbatch",
-        "wandb:me/univl/sweep1",
-        "--config",
-        "configs/tiny/univl_dr_tiny.yaml",
+        *"configs/slurm/sweep.sbatch wandb:me/univl/sweep1 --config configs/tiny/univl_dr_tiny.yaml".split(),
         *base,
         "--config",
         "configs/loggers/wandb.yaml",

@@ -10,10 +10,10 @@ import lightning as L
 import pytest
 import torch
 
-from datamodules.webqa_datamodule import WebQADataModule
 from lightning_modules.encoders import CLIPEncoder
-from lightning_modules.loss import ContrastiveRetrievalLoss
 from lightning_modules.retriever import UniversalRetriever
+
+from builders import cpu_trainer, tiny_retriever, webqa_datamodule
 
 
 class LogitScaleRecorder(L.Callback):
@@ -30,32 +30,11 @@ def _fit(
     data_dir: Path, encoder: CLIPEncoder, root: Path, steps: int, callbacks: list | None = None, **module_options
 ) -> LogitScaleRecorder:
     L.seed_everything(0)
-    module = UniversalRetriever(
-        copy.deepcopy(encoder),
-        loss=ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True),
-        lr=1e-3,
-        **module_options,
-    )
-    dm = WebQADataModule(
-        str(data_dir),
-        negatives_file="webqa",
-        batch_size=8,
-        eval_batch_size=32,
-        num_workers=0,
-        processor=module.encoder.processor,
-    )
+    module = tiny_retriever(encoder, **{"temperature": 0.01, **module_options})
+    dm = webqa_datamodule(data_dir, encoder)
     recorder = LogitScaleRecorder()
-    L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        max_steps=steps,
-        default_root_dir=str(root),
-        callbacks=[recorder, *(callbacks or [])],
+    cpu_trainer(
+        root, enable_checkpointing=False, limit_val_batches=0, max_steps=steps, callbacks=[recorder, *(callbacks or [])]
     ).fit(module, datamodule=dm)
     return recorder
 
