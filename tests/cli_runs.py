@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def train(*args: str, timeout: int = 400, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python train.py ARGS`` from the repository root, output captured (``env``: extra environment variables)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    # An in-process W&B test leaves its service's address in WANDB_SERVICE: a command must start its own service
+    # (as configs/slurm/*.sbatch do), or its runs log through another test's service and home directory.
+    env.pop("WANDB_SERVICE", None)
     return subprocess.run(
         [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )

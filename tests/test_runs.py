@@ -24,8 +24,9 @@ def _printed(stdout: str, label: str) -> str:
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` with the hash of its content."""
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    """Every file of ``folder`` with the hash of its content (links out of it, as W&B's to its log, left out)."""
+    files = [p for p in folder.rglob("*") if p.is_file() and p.resolve().is_relative_to(folder.resolve())]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def _step(ckpt: str | Path) -> int:
