@@ -78,8 +78,8 @@ class RetrieverTrainer(L.Trainer):
             print(f"mined negatives: {path}")
         return path
 
+    @staticmethod
     def demo(
-        self,
         out: str = "runs/demo",
         size: str = "small",
         seed: int = 0,
@@ -278,7 +278,7 @@ class RetrieverCLI(LightningCLI):
         arguments = {
             k: v for k, v in self.config_init[subcommand].items() if k in self._subcommand_method_arguments[subcommand]
         }
-        RetrieverTrainer.demo(None, **arguments)  # the demo needs no trainer of its own
+        RetrieverTrainer.demo(**arguments)  # the demo needs no trainer of its own
 
 
 def _loggers(value: Any) -> list[Any]:

@@ -23,6 +23,7 @@ from typing import Any
 from callbacks.evaluation_writer import EvaluationWriter
 from callbacks.run_directory import MANIFEST
 from retrieval.atomic import atomic_write
+from retrieval.errors import InputError
 
 STAGE1_CONFIG = "configs/tiny/clip_dpr_tiny.yaml"
 STAGE3_CONFIG = "configs/tiny/univl_dr_tiny.yaml"
@@ -45,6 +46,15 @@ def _common(config: str, data: Path, out: Path, seed: int, overrides: list[str])
 
 def _manifest(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / MANIFEST).read_text())
+
+
+def stage_checkpoint(manifest: dict[str, Any], run_dir: Path) -> str:
+    """The checkpoint the next step starts from: the run's best, else its last (a stage shorter than its
+    validation interval has no best)."""
+    checkpoint = manifest.get("best_checkpoint") or manifest.get("last_checkpoint")
+    if not checkpoint:
+        raise InputError(f"run {run_dir} saved no checkpoint; give the stage more epochs")
+    return checkpoint
 
 
 def _test_metrics(cli: Any) -> dict[str, float]:
@@ -140,7 +150,7 @@ def run_demo(
         ]
     )
     run1 = stage1.run_dir
-    best1 = _manifest(run1)["best_checkpoint"]
+    best1 = stage_checkpoint(_manifest(run1), run1)
     tested1 = cli_main(
         ["test", *_common(STAGE1_CONFIG, data, out / "stage1_clip_dpr", seed, overrides), "--ckpt_path", best1]
     )
@@ -186,7 +196,7 @@ def run_demo(
     run3 = stage3.run_dir
     manifest3 = _manifest(run3)
     refreshes = manifest3.get("mined", [])
-    tested3 = cli_main(["test", *stage3_args, "--ckpt_path", manifest3["best_checkpoint"]])
+    tested3 = cli_main(["test", *stage3_args, "--ckpt_path", stage_checkpoint(manifest3, run3)])
     rows.append(
         {
             "stage": f"3. UniVL-DR (balanced hard negatives, {len(refreshes)} in-loop refreshes)",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from commands.demo import run_demo
+import pytest
+
+from commands.demo import run_demo, stage_checkpoint
+from retrieval.errors import InputError
 
 
 def test_demo_writes_table_json_and_plot(tmp_path: Path) -> None:
@@ -26,3 +29,11 @@ def test_demo_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
     for row in rows:
         assert 0.0 <= row["metrics"]["MRR@10"] <= 100.0
+
+
+def test_a_stage_without_validation_continues_from_its_last_checkpoint(tmp_path: Path) -> None:
+    # stage 1 shorter than the tiny recipe's validation interval (2 epochs) has no best checkpoint, only last.ckpt
+    assert stage_checkpoint({"best_checkpoint": "b.ckpt", "last_checkpoint": "l.ckpt"}, tmp_path) == "b.ckpt"
+    assert stage_checkpoint({"last_checkpoint": "l.ckpt"}, tmp_path) == "l.ckpt"
+    with pytest.raises(InputError, match=rf"^run {tmp_path} saved no checkpoint; give the stage more epochs$"):
+        stage_checkpoint({}, tmp_path)
