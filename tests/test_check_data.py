@@ -545,6 +545,8 @@ def test_a_skip_list_lets_training_skip_the_bad_images_knowingly(
     assert f"skip list: {skip} (1 undecodable image(s); train with --data.skip_list FILE)" in out
     status, out, err = run_main(["check-data", *data, *report, "--data.skip_list", str(skip)], capfd)
     assert status == 0 and problem_lines(err) == [f"warning: {case.errors[0]}"]  # known: a run skips it
+    status, out, err = run_main(["check-data", *data, *report, "--data.skip_bad_images", "true"], capfd)
+    assert status == 0 and problem_lines(err) == [f"warning: {case.errors[0]}"]  # so does skip_bad_images
     fit = [*tiny_args(data_copy, tmp_path / "run"), "--data.skip_list", str(skip)]
     fit += "--trainer.num_sanity_val_steps 1 --data.eval_batch_size 128 --trainer.max_steps 1".split()
     fit += "--trainer.limit_val_batches 0".split()
