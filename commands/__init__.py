@@ -1,1 +1,2 @@
-"""The command line (``train.py``): the Lightning CLI with ``mine`` and ``demo``, run directories, the demo."""
+"""The command line (``train.py``): the Lightning CLI with ``mine``, ``demo`` and ``check-data``, run directories, the
+demo."""

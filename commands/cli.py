@@ -1,8 +1,10 @@
-"""The command line: ``python train.py {fit,validate,test,predict,mine,demo} --config ...`` (one Lightning CLI).
+"""The command line: ``python train.py {fit,validate,test,predict,mine,demo,check-data} --config ...`` (one Lightning
+CLI).
 
-Every subcommand takes ``--help``, ``--config``, ``--print_config`` and dotted overrides. ``mine`` and ``demo`` are
-methods of :class:`RetrieverTrainer`, added the way lightning-ir adds ``index``/``search``; ``demo`` builds no model
-itself (it runs the other commands).
+Every subcommand takes ``--help``, ``--config``, ``--print_config`` and dotted overrides. ``mine``, ``demo`` and
+``check-data`` are methods of :class:`RetrieverTrainer`, added the way lightning-ir adds ``index``/``search``;
+``demo`` and ``check-data`` build no model or trainer (the demo runs the other commands; ``check-data`` reads the
+same ``--data.*`` settings as ``fit``, from the same config files, and checks the data they name).
 
 Run directories (``callbacks.run_directory``): a fresh ``fit`` writes everything (checkpoints, evaluations, mined
 negatives, configuration, logs, ``run.json``) under ``--run_dir``, by default the next ``version_N`` under
@@ -14,6 +16,7 @@ negatives, configuration, logs, ``run.json``) under ``--run_dir``, by default th
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Iterable
@@ -22,7 +25,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback, _get_short_description
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from callbacks.ance_mining import ANCEMiningCallback
@@ -40,6 +43,12 @@ from retrieval.errors import InputError, exit_status
 RUN_DIR_ENV = "UNIVL_RUN_DIR"
 #: Root of the run directories when the configuration names no ``trainer.default_root_dir``.
 DEFAULT_ROOT = "runs"
+#: Subcommands that build no model, data or trainer from the configuration (they run their own method).
+STANDALONE = ("demo", "check-data")
+#: Subcommands whose name on the command line is not the name of their Trainer method.
+METHOD_OF = {"check-data": "check_data"}
+#: Sections of the shared config files that ``check-data`` accepts and ignores (it reads ``data`` only).
+IGNORED_BY_CHECK_DATA = ("seed_everything", "trainer", "model", "optimizer", "lr_scheduler", "ckpt_path", "run_dir")
 
 
 class RetrieverTrainer(L.Trainer):
@@ -100,6 +109,28 @@ class RetrieverTrainer(L.Trainer):
         from commands.demo import run_demo
 
         return run_demo(Path(out), size, seed, stage1_epochs, stage3_epochs, refresh_every)
+
+    @staticmethod
+    def check_data(
+        datamodule: WebQADataModule,
+        report: str | None = None,
+        workers: int | None = None,
+        write_skip_list: str | None = None,
+    ) -> int:
+        """Check a data directory in one pass: every problem listed, every image decoded; exit 2 if a run would stop.
+
+        Args:
+            datamodule: the data settings (``--data.*``, as for ``fit``; ``--config`` files are read for them).
+            report: the JSON report to write (default ``runs/check-data/<data directory name>.json``).
+            workers: processes that decode the images (default: one per CPU core; 0: none, this process decodes).
+            write_skip_list: write the ids of the undecodable images here (train with ``--data.skip_list FILE``).
+
+        Returns:
+            The exit status: 2 if a problem would stop a run, else 0.
+        """
+        from commands.check_data import run_check_data
+
+        return run_check_data(datamodule, report, workers, write_skip_list)
 
 
 class RunConfig(SaveConfigCallback):
@@ -168,11 +199,29 @@ class RetrieverCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.run_dir: Path | None = None
+        self.status = 0  # the exit status a subcommand asks for (check-data: 2 when it found errors)
         super().__init__(*args, **kwargs)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "mine": {"model", "datamodule"}, "demo": set()}
+        return {
+            **LightningCLI.subcommands(),
+            "mine": {"model", "datamodule"},
+            "demo": set(),
+            "check-data": {"datamodule"},
+        }
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """Lightning's, with command-line names that are not method names (``check-data`` runs ``check_data``)."""
+        self._subcommand_parsers: dict[str, LightningArgumentParser] = {}
+        parser_subcommands = parser.add_subcommands()
+        for subcommand in self.subcommands():
+            description = _get_short_description(getattr(self.trainer_class, METHOD_OF.get(subcommand, subcommand)))
+            subparser_kwargs = kwargs.get(subcommand, {})
+            subparser_kwargs.setdefault("description", description)
+            subcommand_parser = self._prepare_subcommand_parser(self.trainer_class, subcommand, **subparser_kwargs)
+            self._subcommand_parsers[subcommand] = subcommand_parser
+            parser_subcommands.add_subcommand(subcommand, subcommand_parser, help=description)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -186,19 +235,52 @@ class RetrieverCLI(LightningCLI):
         )
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
-        if subcommand != "demo":
-            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        parser = self.init_parser(**kwargs)  # the demo runs the other commands: no trainer, model or data here
-        self._subcommand_method_arguments[subcommand] = parser.add_method_arguments(klass, subcommand)
+        if subcommand == "demo":
+            parser = self.init_parser(**kwargs)  # the demo runs the other commands: no trainer, model or data here
+            self._subcommand_method_arguments[subcommand] = parser.add_method_arguments(klass, subcommand)
+            return parser
+        if subcommand == "check-data":
+            return self._check_data_parser(**kwargs)
+        return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+
+    def _check_data_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """``--data.*`` as for ``fit`` (the other sections of a config file are accepted and ignored), ``--report``,
+        ``--workers`` and ``--write-skip-list``."""
+        parser = self.init_parser(**kwargs)
+        parser.add_class_arguments(
+            self.datamodule_class, "data", skip={"processor"}, fail_untyped=False, sub_configs=True
+        )
+        for key in IGNORED_BY_CHECK_DATA:
+            parser.add_argument(f"--{key}", type=Any, default=None, help=argparse.SUPPRESS)
+        parser.add_argument(
+            "--report",
+            type=str | None,
+            default=None,
+            help="the JSON report to write (default runs/check-data/<data directory name>.json)",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int | None,
+            default=None,
+            help="processes that decode the images (default: one per CPU core; 0: the main process decodes)",
+        )
+        parser.add_argument(
+            "--write-skip-list",
+            "--write_skip_list",
+            type=str | None,
+            default=None,
+            help="write the ids of the undecodable images to this file (train with --data.skip_list FILE)",
+        )
+        self._subcommand_method_arguments["check-data"] = ["report", "workers", "write_skip_list"]
         return parser
 
     def _set_seed(self) -> None:
-        if self.subcommand != "demo":
+        if self.subcommand not in STANDALONE:
             super()._set_seed()
 
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
-        if not subcommand or subcommand == "demo":
+        if not subcommand or subcommand in STANDALONE:
             return
         config = self.config[subcommand]
         if config.get("ckpt_path") == "auto":
@@ -219,7 +301,7 @@ class RetrieverCLI(LightningCLI):
             report_checkpoint_differences(ckpt_path, config.model)
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand in (None, "demo"):
+        if self.subcommand is None or self.subcommand in STANDALONE:
             return
         config = self.config[self.subcommand]
         self.run_dir = choose_run_dir(
@@ -235,8 +317,8 @@ class RetrieverCLI(LightningCLI):
         self.save_config_kwargs["config_filename"] = f"{self.subcommand}-config.yaml"
 
     def instantiate_classes(self) -> None:
-        if self.subcommand == "demo":
-            self.config_init = self.parser.instantiate_classes(self.config)
+        if self.subcommand in STANDALONE:
+            self.config_init = self.parser.instantiate_classes(self.config)  # check-data: its data settings
             self.model = self.datamodule = self.trainer = None
             return
         super().instantiate_classes()
@@ -273,12 +355,14 @@ class RetrieverCLI(LightningCLI):
         print(f"run directory: {self.run_dir}\nbest checkpoint: {best or 'none'}\nmanifest: {self.run_dir / MANIFEST}")
 
     def _run_subcommand(self, subcommand: str) -> None:
-        if subcommand != "demo":
+        if subcommand not in STANDALONE:
             return super()._run_subcommand(subcommand)
-        arguments = {
-            k: v for k, v in self.config_init[subcommand].items() if k in self._subcommand_method_arguments[subcommand]
-        }
-        RetrieverTrainer.demo(**arguments)  # the demo needs no trainer of its own
+        config = self.config_init[subcommand]
+        arguments = {k: v for k, v in config.items() if k in self._subcommand_method_arguments[subcommand]}
+        if subcommand == "demo":
+            RetrieverTrainer.demo(**arguments)  # the demo needs no trainer of its own
+        else:
+            self.status = RetrieverTrainer.check_data(config["data"], **arguments)
 
 
 def _loggers(value: Any) -> list[Any]:
@@ -309,7 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
 
     def run() -> int:
-        cli_main(None if args == sys.argv[1:] else args)
-        return 0
+        return cli_main(None if args == sys.argv[1:] else args).status
 
     return exit_status(run)

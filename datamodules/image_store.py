@@ -13,14 +13,16 @@ import base64
 import binascii
 import io
 import os
+import re
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from PIL import Image
 
-from retrieval.errors import InputError
+from retrieval.errors import InputError, Problems, strict
 
 TSV_NAME = "imgs.tsv"
 LINEIDX_NAME = "imgs.lineidx.new"
@@ -30,6 +32,8 @@ LAYOUT = (
 )
 
 ImageId = str | int
+#: The repr of the in-memory file PIL names in its messages: an address, different in every process.
+_BUFFER_REPR = re.compile(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 class BadImageError(InputError):
@@ -48,12 +52,13 @@ def _preview(raw: bytes, limit: int = 40) -> str:
     return repr(text + ("..." if len(raw) > limit else ""))
 
 
-def read_lineidx(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_lineidx(path: Path, problems: Problems | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse ``<image_id>\\t<byte offset>`` lines; return (ids, offsets, line numbers), in file order.
 
     Blank lines are skipped; any other line that is not exactly two tab-separated fields with a
-    non-negative integer offset raises :class:`InputError` naming its line number.
+    non-negative integer offset is an error naming its line number (``problems`` collecting: reported and skipped).
     """
+    problems = strict(problems)
     ids: list[bytes] = []
     offsets: list[int] = []
     numbers: list[int] = []
@@ -64,14 +69,29 @@ def read_lineidx(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 continue
             fields = line.split(b"\t")
             if len(fields) != 2 or not fields[0].strip() or not fields[1].strip().isdigit():
-                raise InputError(
+                problems.error(
+                    "bad_lineidx_line",
                     f"{path} line {number} is malformed ({_preview(line)}): expected "
-                    f"'<image_id>\\t<byte offset>'; fix or regenerate the index"
+                    f"'<image_id>\\t<byte offset>'; fix or regenerate the index",
                 )
+                continue
             ids.append(fields[0].strip())
             offsets.append(int(fields[1]))
             numbers.append(number)
     return np.array(ids, dtype=bytes), np.array(offsets, dtype=np.int64), np.array(numbers, dtype=np.int64)
+
+
+def read_skip_list(path: str | os.PathLike) -> list[str]:
+    """The image ids of a skip list (one a line; blank lines and ``#`` comments ignored), as
+    ``check-data --write-skip-list`` writes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"skip list {path} does not exist; write one with: python train.py check-data --data.data_dir DIR "
+            f"--write-skip-list {path}"
+        )
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 class ImageStore:
@@ -85,6 +105,11 @@ class ImageStore:
             unusable (truncated, bad base64, undecodable) and records its id in ``bad_ids`` (per
             process: a DataLoader worker's ids stay in that worker); structural faults (missing
             files, unknown ids, index/tsv mismatch) still raise.
+        skip_ids: ids whose pictures are known to be bad (``check-data --write-skip-list``): :meth:`load` returns
+            ``None`` for them without reading and records them in ``bad_ids``.
+        problems: where the index's faults go; default: the first one raises. A collecting sink
+            (``check-data``) gets every fault, and the store keeps the entries it can use (the first of
+            duplicate ids, offsets inside the file).
     """
 
     def __init__(
@@ -92,6 +117,8 @@ class ImageStore:
         tsv_path: str | os.PathLike,
         lineidx_path: str | os.PathLike | None = None,
         skip_bad_images: bool = False,
+        skip_ids: Iterable[str] = (),
+        problems: Problems | None = None,
     ) -> None:
         tsv = Path(tsv_path)
         if tsv.is_dir():
@@ -99,10 +126,11 @@ class ImageStore:
         self.tsv_path = tsv
         self.lineidx_path = Path(lineidx_path) if lineidx_path is not None else tsv.with_name(LINEIDX_NAME)
         self.skip_bad_images = skip_bad_images
+        self.skip_ids = frozenset(map(str, skip_ids))
         self.bad_ids: set[str] = set()
         self._check_files()
         self._file_size = self.tsv_path.stat().st_size
-        self._ids, self._offsets = self._build_index()
+        self._ids, self._offsets = self._build_index(strict(problems))
         self._handle: IO[bytes] | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -114,29 +142,34 @@ class ImageStore:
             if not path.is_file():
                 raise InputError(f"{what} {path} not found: {LAYOUT}")
 
-    def _build_index(self) -> tuple[np.ndarray, np.ndarray]:
-        """Read the lineidx into id-sorted arrays; reject empty, duplicate or out-of-file entries."""
-        ids, offsets, numbers = read_lineidx(self.lineidx_path)
+    def _build_index(self, problems: Problems) -> tuple[np.ndarray, np.ndarray]:
+        """Read the lineidx into id-sorted arrays; report empty, duplicate or out-of-file entries (and drop them)."""
+        ids, offsets, numbers = read_lineidx(self.lineidx_path, problems)
         if ids.size == 0:
-            raise InputError(f"image index {self.lineidx_path} holds no entries: {LAYOUT}")
+            problems.error("empty_lineidx", f"image index {self.lineidx_path} holds no entries: {LAYOUT}")
+            return ids, offsets
         order = np.argsort(ids, kind="stable")
         ids, offsets, numbers = ids[order], offsets[order], numbers[order]
-        dup = np.flatnonzero(ids[1:] == ids[:-1])
-        if dup.size:
-            i = int(dup[0])
-            raise InputError(
+        repeats = ids[1:] == ids[:-1]  # entry i + 1 repeats entry i (file order within an id: stable sort)
+        for i in np.flatnonzero(repeats & ~np.r_[False, repeats[:-1]]):  # the first two lines of each repeated id
+            problems.error(
+                "duplicate_image_id",
                 f"image id {ids[i].decode()!r} appears twice in {self.lineidx_path} (lines "
-                f"{numbers[i]} and {numbers[i + 1]}); every image id must be listed once"
+                f"{numbers[i]} and {numbers[i + 1]}); every image id must be listed once",
+                [ids[i].decode()],
             )
-        past = np.flatnonzero(offsets >= self._file_size)
-        if past.size:
-            i = int(past[0])
-            raise InputError(
+        keep = np.r_[True, ~repeats]
+        for i in np.flatnonzero(keep & (offsets >= self._file_size)):
+            problems.error(
+                "offset_past_end",
                 f"{self.lineidx_path} line {numbers[i]}: offset {offsets[i]} of image "
                 f"{ids[i].decode()!r} is past the end of {self.tsv_path} ({self._file_size} bytes); "
-                f"the index does not match the tsv, regenerate {LINEIDX_NAME}"
+                f"the index does not match the tsv, regenerate {LINEIDX_NAME}",
+                [ids[i].decode()],
+                offset=int(offsets[i]),
             )
-        return ids, offsets
+        keep &= offsets < self._file_size
+        return ids[keep], offsets[keep]
 
     def _position(self, image_id: ImageId) -> int:
         """Index of ``image_id`` in the sorted id array, or -1 if absent."""
@@ -224,12 +257,17 @@ class ImageStore:
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             raise BadImageError(
                 f"image {str(image_id)!r} at byte offset {self.offset(image_id)} in {self.tsv_path}: "
-                f"cannot decode ({type(err).__name__}: {_one_line(str(err))}); re-export it or "
+                f"cannot decode ({type(err).__name__}: {_one_line(_BUFFER_REPR.sub('', str(err)))}); re-export it or "
                 f"pass skip_bad_images=True"
             ) from None
 
     def load(self, image_id: ImageId) -> Image.Image | None:
-        """The image as an RGB PIL image; ``None`` for a bad payload when ``skip_bad_images``."""
+        """The image as an RGB PIL image; ``None`` for a bad payload when ``skip_bad_images``, and for an id of
+        ``skip_ids`` (not read)."""
+        if str(image_id) in self.skip_ids:
+            self.offset(image_id)  # an unknown id is still an error
+            self.bad_ids.add(str(image_id))
+            return None
         try:
             return self._decode(image_id, self.read_bytes(image_id))
         except BadImageError:
@@ -237,6 +275,13 @@ class ImageStore:
                 raise
             self.bad_ids.add(str(image_id))
             return None
+
+    def measure(self, image_id: ImageId) -> tuple[int, int, int]:
+        """Decode the image as :meth:`load` does, raising what it raises (``skip_bad_images`` and ``skip_ids``
+        aside); return its width, height and payload bytes."""
+        data = self.read_bytes(image_id)
+        image = self._decode(image_id, data)
+        return image.width, image.height, len(data)
 
     # ----------------------------------------------------------------- lifecycle
     def close(self) -> None:

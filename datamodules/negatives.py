@@ -12,6 +12,9 @@ from datamodules.webqa_release import Corpus, Query, iter_jsonl, require_file
 from retrieval.atomic import atomic_write
 from retrieval.errors import InputError, first_ids
 
+#: ``negatives_file`` value that samples WebQA's own distractors from the query file.
+WEBQA_DISTRACTORS = "webqa"
+
 #: strategy name -> (image negatives, text negatives, drawn from the mixed list) in units of k.
 STRATEGIES: dict[str, tuple[int, int, bool]] = {
     "none": (0, 0, False),  # in-batch negatives only
@@ -192,4 +195,20 @@ def webqa_distractor_pool(queries: list[Query], corpus: Corpus, where: str) -> N
         pool.image[i] = np.asarray(corpus.lookup(img, f"{where} (qid {q.qid})"), dtype=np.int64)
         pool.text[i] = np.asarray(corpus.lookup(txt, f"{where} (qid {q.qid})"), dtype=np.int64)
         pool.mixed[i] = np.concatenate([pool.image[i], pool.text[i]])
+    return pool
+
+
+def load_negative_pool(
+    source: str | None, queries: list[Query], corpus: Corpus, strategy: NegativeStrategy, data_dir: Path
+) -> NegativePool:
+    """The pool ``source`` names for the training ``queries``: a negatives file (relative: in ``data_dir`` first, see
+    :func:`find_negatives_file`), ``"webqa"`` (the query file's distractors) or None (none); checked against
+    ``strategy``."""
+    if source is None:
+        return NegativePool.empty(len(queries))
+    if source == WEBQA_DISTRACTORS:
+        pool = webqa_distractor_pool(queries, corpus, str(data_dir / "train.json"))
+    else:
+        pool = NegativePool.from_file(find_negatives_file(source, data_dir), queries, corpus)
+    pool.check_can_give(strategy, [q.qid for q in queries])
     return pool

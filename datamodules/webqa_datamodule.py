@@ -10,32 +10,41 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from datamodules.batching import CorpusCollator, DocumentLoader, QueryCollator, TrainCollator
-from datamodules.image_store import ImageStore
+from datamodules.image_store import ImageStore, read_skip_list
 from datamodules.named_datasets import parse_dataset_name
-from datamodules.negatives import NegativePool, NegativeStrategy, find_negatives_file, webqa_distractor_pool
+from datamodules.negatives import (
+    WEBQA_DISTRACTORS,  # noqa: F401 - re-exported: the name was defined here
+    NegativePool,
+    NegativeStrategy,
+    find_negatives_file,
+    load_negative_pool,
+)
 from datamodules.samplers import ContiguousShardSampler, IndexDataset, NegativeRegistry, TrainSampleSampler
 from datamodules.webqa_release import (
     Corpus,
     Query,
+    check_image_docs,
+    check_positives_against_qrels,
     check_qrels_against,
     check_queries_against_corpus,
+    check_skip_list,
+    check_training_positives,
+    read_qrels_file,
     read_queries,
+    require_data_dir,
     require_file,
 )
-from retrieval.errors import InputError, first_ids
-from retrieval.trec import read_qrels
+from retrieval.errors import DataWarning, Problems
 
 log = logging.getLogger(__name__)
 
 # Lightning warns that a mid-epoch resume may replay data; TrainSampleSampler resumes exactly
 # (it skips the batches the checkpoint had already seen), so the warning does not apply here.
 warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
-
-#: ``negatives_file`` value that samples WebQA's own distractors from the query file.
-WEBQA_DISTRACTORS = "webqa"
 
 
 @dataclass
@@ -78,6 +87,11 @@ class MiningData:
     corpus: Corpus
 
 
+def _warnings_only() -> Problems:
+    """A strict sink whose warnings are Lightning's rank-zero warnings (one per run, not one per rank)."""
+    return Problems(warn=lambda message: rank_zero_warn(message, category=DataWarning))
+
+
 class WebQADataModule(L.LightningDataModule):
     """Reads a data directory in the UniVL-DR release layout.
 
@@ -99,6 +113,9 @@ class WebQADataModule(L.LightningDataModule):
         processor: the encoder's tokenizer and image transform (the CLI links ``model.encoder.processor`` here;
             without the CLI, pass it or call :meth:`set_processor`).
         skip_bad_images: encode an undecodable image's caption only and count it, instead of failing.
+        skip_list: a file of image ids (one a line, as ``check-data --write-skip-list`` writes it) whose pictures
+            are known to be bad: those docs are encoded by caption alone and counted, any other bad image still
+            stops the run.
     """
 
     def __init__(
@@ -114,6 +131,7 @@ class WebQADataModule(L.LightningDataModule):
         num_workers: int = 2,
         seed: int = 0,
         skip_bad_images: bool = False,
+        skip_list: str | None = None,
         processor: Any = None,
     ) -> None:
         super().__init__()
@@ -146,17 +164,15 @@ class WebQADataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.named_dataset:
             self.named_dataset.prepare()  # a no-op after prepare_data (the Trainer calls it first)
-        if not self.data_dir.is_dir():
-            raise InputError(
-                f"data directory {self.data_dir} does not exist; fix data.data_dir, "
-                "or set it to mini-webqa:small for the embedded synthetic dataset"
-            )
+        require_data_dir(self.data_dir)
         if self.corpus is None:
             self.corpus = Corpus.from_release(self.data_dir, self.hparams.caption_file)
             self.images = ImageStore(
-                require_file(self.data_dir / "imgs.tsv", "image file"), skip_bad_images=self.hparams.skip_bad_images
+                require_file(self.data_dir / "imgs.tsv", "image file"),
+                skip_bad_images=self.hparams.skip_bad_images,
+                skip_ids=self._skip_ids(),
             )
-            self._check_images()
+            check_image_docs(self.corpus, self.images, self.hparams.caption_file)
         if stage in (None, "fit"):
             self.setup_train()
         if stage in (None, "fit", "validate"):
@@ -164,14 +180,13 @@ class WebQADataModule(L.LightningDataModule):
         if stage in (None, "test"):
             self.eval_split("test")
 
-    def _check_images(self) -> None:
-        image_ids = [d for d, img in zip(self.corpus.doc_ids, self.corpus.is_image) if img]
-        missing = [d for d in image_ids if d not in self.images]
-        if missing:
-            raise InputError(
-                f"{len(missing)} image doc(s) of {self.hparams.caption_file} have no line in imgs.lineidx.new, "
-                f"first: {first_ids(missing)}"
-            )
+    def _skip_ids(self) -> list[str]:
+        """The ids of ``skip_list`` (none without one); ids that are not image docs are warned about."""
+        if self.hparams.skip_list is None:
+            return []
+        ids = read_skip_list(self.hparams.skip_list)
+        check_skip_list(ids, self.corpus, self.hparams.skip_list, self.hparams.caption_file, _warnings_only())
+        return ids
 
     def setup_train(self) -> None:
         """Load the training queries, their positives and the negatives pool (once)."""
@@ -183,12 +198,7 @@ class WebQADataModule(L.LightningDataModule):
         self.train_positives = [
             np.asarray(self.corpus.lookup(q.positives, str(path)), dtype=np.int64) for q in self.train_queries
         ]
-        empty = [q.qid for q, p in zip(self.train_queries, self.train_positives) if len(p) == 0]
-        if empty:
-            raise InputError(
-                f"{path}: {len(empty)} training queries have no positive, first: {first_ids(empty)}; every "
-                f"training query needs img_posFacts or txt_posFacts"
-            )
+        check_training_positives(self.train_queries, str(path))
         source = self._restored_negatives or self.hparams.negatives_file
         self.registry = NegativeRegistry(self.load_negatives(source), source, version=self._restored_version)
         if source is None and self.strategy.total:
@@ -200,14 +210,7 @@ class WebQADataModule(L.LightningDataModule):
 
     def load_negatives(self, source: str | None) -> NegativePool:
         """The pool named by ``source`` (a file, ``"webqa"``, or None for none), checked against the strategy."""
-        if source is None:
-            return NegativePool.empty(len(self.train_queries))
-        if source == WEBQA_DISTRACTORS:
-            pool = webqa_distractor_pool(self.train_queries, self.corpus, str(self.data_dir / "train.json"))
-        else:
-            pool = NegativePool.from_file(self.resolve(source), self.train_queries, self.corpus)
-        pool.check_can_give(self.strategy, [q.qid for q in self.train_queries])
-        return pool
+        return load_negative_pool(source, self.train_queries, self.corpus, self.strategy, self.data_dir)
 
     def activate_negatives(self, path: str | Path) -> int:
         """Switch training to the negatives in ``path``; batches drawn from now on use them."""
@@ -242,15 +245,11 @@ class WebQADataModule(L.LightningDataModule):
     def eval_split(self, name: str) -> EvalSplit:
         """Queries and qrels of ``dev`` or ``test`` (loaded once, checked against the corpus)."""
         if name not in self.splits:
-            queries = read_queries(self.data_dir / f"{name}.json")
-            qrels_path = self.data_dir / f"{name}_qrels.txt"
-            if not qrels_path.is_file():
-                raise InputError(
-                    f"missing {name} qrels: {qrels_path} does not exist; evaluation needs {name}_qrels.txt "
-                    f"(<qid>\\t<docid>\\t1 lines)"
-                )
-            qrels = read_qrels(qrels_path)
+            path, qrels_path = self.data_dir / f"{name}.json", self.data_dir / f"{name}_qrels.txt"
+            queries = read_queries(path)
+            qrels = read_qrels_file(qrels_path, name)
             check_qrels_against(qrels, queries, self.corpus, str(qrels_path))
+            check_positives_against_qrels(queries, qrels, self.corpus, str(path), str(qrels_path), _warnings_only())
             self.splits[name] = EvalSplit(name, queries, qrels)
         return self.splits[name]
 

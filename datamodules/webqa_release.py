@@ -2,18 +2,22 @@
 
 Text docs (``all_docs.json``) and image docs (a caption file such as ``all_imgs.json``) share one
 id space: a :class:`Corpus` gives every doc an integer index and a modality flag.
+
+Every check reports to a :class:`~retrieval.errors.Problems` sink: by default (the loaders) the first error raises
+an InputError; ``check-data`` passes a collecting one and the same checks go on past each problem.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from retrieval.errors import InputError, first_ids
+from retrieval.errors import InputError, Problems, first_ids, strict
+from retrieval.trec import read_qrels
 
 RELEASE_LAYOUT = (
     "train.json/dev.json/test.json (queries), all_docs.json (text docs), all_imgs.json (image captions), "
@@ -28,8 +32,20 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` for each non-blank line of a JSON-lines file."""
+def require_data_dir(data_dir: Path) -> Path:
+    """``data_dir`` if it is a directory, else an InputError (nothing is generated into a mistyped path)."""
+    if not data_dir.is_dir():
+        raise InputError(
+            f"data directory {data_dir} does not exist; fix data.data_dir, "
+            "or set it to mini-webqa:small for the embedded synthetic dataset"
+        )
+    return data_dir
+
+
+def iter_jsonl(path: Path, problems: Problems | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` for each non-blank line of a JSON-lines file (a line that is not a JSON
+    object is reported and skipped)."""
+    problems = strict(problems)
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -37,18 +53,21 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise InputError(
-                    f"{path}:{line_no}: not valid JSON ({err.msg}); expected one JSON object per line"
-                ) from None
+                problems.error(
+                    "bad_json", f"{path}:{line_no}: not valid JSON ({err.msg}); expected one JSON object per line"
+                )
+                continue
             if not isinstance(record, dict):
-                raise InputError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+                problems.error("bad_json", f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+                continue
             yield line_no, record
 
 
-def _field(record: dict, key: str, path: Path, line_no: int) -> object:
+def _has(record: dict, key: str, path: Path, line_no: int, problems: Problems) -> bool:
+    """Whether ``record`` has ``key``; if not, that is reported."""
     if key not in record:
-        raise InputError(f"{path}:{line_no}: missing field {key!r}; record has {sorted(record)}")
-    return record[key]
+        problems.error("missing_field", f"{path}:{line_no}: missing field {key!r}; record has {sorted(record)}")
+    return key in record
 
 
 def _id_list(record: dict, key: str) -> list[str]:
@@ -72,18 +91,27 @@ class Query:
         return self.image_positives + self.text_positives
 
 
-def read_queries(path: str | Path) -> list[Query]:
-    """Read a query file of the release; empty texts and duplicate qids are errors."""
+def read_queries(path: str | Path, problems: Problems | None = None) -> list[Query]:
+    """Read a query file of the release; empty texts and duplicate qids are errors (collecting: reported, and a
+    duplicate is skipped)."""
+    problems = strict(problems)
     path = require_file(Path(path), "query file")
     queries: list[Query] = []
     seen: set[str] = set()
-    for line_no, record in iter_jsonl(path):
-        qid = str(_field(record, "qid", path, line_no))
-        text = str(_field(record, "Q", path, line_no)).strip()
-        if not text:
-            raise InputError(f"{path}:{line_no}: query {qid!r} has an empty text 'Q'; remove it or fill it in")
+    for line_no, record in iter_jsonl(path, problems):
+        if not _has(record, "qid", path, line_no, problems):
+            continue
+        qid = str(record["qid"])
+        text = str(record["Q"]).strip() if _has(record, "Q", path, line_no, problems) else ""
+        if not text and "Q" in record:
+            problems.error(
+                "empty_query", f"{path}:{line_no}: query {qid!r} has an empty text 'Q'; remove it or fill it in", [qid]
+            )  # collecting: the query is kept, so that the checks of its ids do not fail for it too
         if qid in seen:
-            raise InputError(f"{path}:{line_no}: duplicate qid {qid!r}; qids must be unique within a file")
+            problems.error(
+                "duplicate_qid", f"{path}:{line_no}: duplicate qid {qid!r}; qids must be unique within a file", [qid]
+            )
+            continue
         seen.add(qid)
         queries.append(
             Query(
@@ -97,7 +125,7 @@ def read_queries(path: str | Path) -> list[Query]:
             )
         )
     if not queries:
-        raise InputError(f"{path}: holds no queries; expected JSON lines with 'qid' and 'Q'")
+        problems.error("no_queries", f"{path}: holds no queries; expected JSON lines with 'qid' and 'Q'")
     return queries
 
 
@@ -125,8 +153,11 @@ class Corpus:
         return [self.index[d] for d in doc_ids]
 
     @classmethod
-    def from_release(cls, data_dir: str | Path, caption_file: str = "all_imgs.json") -> Corpus:
-        """Read ``all_docs.json`` and the caption file; duplicate doc ids are an error."""
+    def from_release(
+        cls, data_dir: str | Path, caption_file: str = "all_imgs.json", problems: Problems | None = None
+    ) -> Corpus:
+        """Read ``all_docs.json`` and the caption file; duplicate doc ids are an error (reported and skipped)."""
+        problems = strict(problems)
         data_dir = Path(data_dir)
         docs_path = require_file(data_dir / "all_docs.json", "text corpus")
         imgs_path = require_file(data_dir / caption_file, "image caption file")
@@ -136,27 +167,25 @@ class Corpus:
 
         def add(doc_id: str, text: str, where: str) -> None:
             if doc_id in first_seen:
-                raise InputError(
+                problems.error(
+                    "duplicate_doc_id",
                     f"{where}: duplicate doc id {doc_id!r} (first seen at {first_seen[doc_id]}); doc ids must "
-                    f"be unique across {docs_path.name} and {imgs_path.name}"
+                    f"be unique across {docs_path.name} and {imgs_path.name}",
+                    [doc_id],
                 )
+                return
             first_seen[doc_id] = where
             doc_ids.append(doc_id)
             texts.append(text)
 
-        for line_no, record in iter_jsonl(docs_path):
-            add(
-                str(_field(record, "snippet_id", docs_path, line_no)),
-                str(_field(record, "fact", docs_path, line_no)),
-                f"{docs_path}:{line_no}",
-            )
+        for line_no, record in iter_jsonl(docs_path, problems):
+            if _has(record, "snippet_id", docs_path, line_no, problems):
+                fact = str(record["fact"]) if _has(record, "fact", docs_path, line_no, problems) else ""
+                add(str(record["snippet_id"]), fact, f"{docs_path}:{line_no}")
         n_text = len(doc_ids)
-        for line_no, record in iter_jsonl(imgs_path):
-            add(
-                str(_field(record, "image_id", imgs_path, line_no)),
-                str(record.get("caption") or ""),
-                f"{imgs_path}:{line_no}",
-            )
+        for line_no, record in iter_jsonl(imgs_path, problems):
+            if _has(record, "image_id", imgs_path, line_no, problems):
+                add(str(record["image_id"]), str(record.get("caption") or ""), f"{imgs_path}:{line_no}")
         is_image = np.zeros(len(doc_ids), dtype=bool)
         is_image[n_text:] = True
         return cls(doc_ids=doc_ids, texts=texts, is_image=is_image, index={d: i for i, d in enumerate(doc_ids)})
@@ -170,19 +199,108 @@ def unknown_ids_error(missing: list[str], where: str) -> InputError:
     )
 
 
-def check_queries_against_corpus(queries: list[Query], corpus: Corpus, where: str) -> None:
+def check_queries_against_corpus(
+    queries: list[Query], corpus: Corpus, where: str, problems: Problems | None = None
+) -> None:
     """Every positive and distractor of every query must be a corpus doc."""
     missing = [d for q in queries for d in q.positives + q.image_negatives + q.text_negatives if d not in corpus.index]
     if missing:
-        raise unknown_ids_error(missing, where)
+        strict(problems).error("unknown_doc_id", str(unknown_ids_error(missing, where)), missing)
 
 
-def check_qrels_against(qrels: dict[str, dict[str, int]], queries: list[Query], corpus: Corpus, where: str) -> None:
+def check_qrels_against(
+    qrels: dict[str, dict[str, int]], queries: list[Query], corpus: Corpus, where: str, problems: Problems | None = None
+) -> None:
     """Qrels must name known queries and known docs."""
+    problems = strict(problems)
     qids = {q.qid for q in queries}
     missing_q = [q for q in qrels if q not in qids]
     if missing_q:
-        raise InputError(f"{where}: {len(missing_q)} qid(s) not in the query file, first: {first_ids(missing_q)}")
+        problems.error(
+            "unknown_qid",
+            f"{where}: {len(missing_q)} qid(s) not in the query file, first: {first_ids(missing_q)}",
+            missing_q,
+        )
     missing = [d for rels in qrels.values() for d in rels if d not in corpus.index]
     if missing:
-        raise unknown_ids_error(missing, where)
+        problems.error("unknown_doc_id", str(unknown_ids_error(missing, where)), missing)
+
+
+def check_positives_against_qrels(
+    queries: list[Query],
+    qrels: dict[str, dict[str, int]],
+    corpus: Corpus,
+    where: str,
+    qrels_where: str,
+    problems: Problems | None = None,
+) -> None:
+    """Warn when an evaluation split's positives (``img_posFacts``/``txt_posFacts``) name docs that are not in the
+    corpus, or differ from the query's relevant qrels lines; evaluation judges by the qrels only."""
+    problems = strict(problems)
+    unknown = [d for q in queries for d in q.positives if d not in corpus.index]
+    if unknown:
+        problems.warning(
+            "unknown_positive",
+            f"{where}: {len(unknown)} positive doc id(s) not in the corpus, first: {first_ids(unknown)}; "
+            f"evaluation judges by {Path(qrels_where).name} only",
+            unknown,
+        )
+    relevant = {qid: {d for d, level in rels.items() if level > 0} for qid, rels in qrels.items()}
+    differ = [q.qid for q in queries if set(q.positives) != relevant.get(q.qid, set())]
+    if differ:
+        problems.warning(
+            "positives_differ_from_qrels",
+            f"{where}: the positives of {len(differ)} of {len(queries)} queries differ from their lines in "
+            f"{qrels_where}, first: {first_ids(differ)}; evaluation judges by the qrels, fix whichever is wrong",
+            differ,
+        )
+
+
+def check_training_positives(queries: list[Query], where: str, problems: Problems | None = None) -> None:
+    """Every training query needs a positive."""
+    empty = [q.qid for q in queries if not q.positives]
+    if empty:
+        strict(problems).error(
+            "no_positive",
+            f"{where}: {len(empty)} training queries have no positive, first: {first_ids(empty)}; every "
+            f"training query needs img_posFacts or txt_posFacts",
+            empty,
+        )
+
+
+def check_image_docs(
+    corpus: Corpus, images: Container[str], caption_file: str, problems: Problems | None = None
+) -> None:
+    """Every image doc of the caption file needs a line in ``imgs.lineidx.new`` (``images``: its ids)."""
+    missing = [d for d, is_image in zip(corpus.doc_ids, corpus.is_image) if is_image and d not in images]
+    if missing:
+        strict(problems).error(
+            "image_without_line",
+            f"{len(missing)} image doc(s) of {caption_file} have no line in imgs.lineidx.new, "
+            f"first: {first_ids(missing)}",
+            missing,
+        )
+
+
+def check_skip_list(ids: list[str], corpus: Corpus, where: str, caption_file: str, problems: Problems) -> None:
+    """Warn about ids of a skip list that are not image docs (a list written for another data directory?)."""
+    unknown = [i for i in ids if i not in corpus.index or not corpus.is_image[corpus.index[i]]]
+    if unknown:
+        problems.warning(
+            "skip_list_unknown_id",
+            f"skip list {where}: {len(unknown)} id(s) are not image docs of {caption_file}, first: "
+            f"{first_ids(unknown)}; was it written for another data directory?",
+            unknown,
+        )
+
+
+def read_qrels_file(path: Path, split: str, problems: Problems | None = None) -> dict[str, dict[str, int]]:
+    """The qrels of an evaluation split (``dev_qrels.txt``); a missing file names the format."""
+    if not path.is_file():
+        strict(problems).error(
+            "missing_file",
+            f"missing {split} qrels: {path} does not exist; evaluation needs {split}_qrels.txt "
+            f"(<qid>\\t<docid>\\t1 lines)",
+        )
+        return {}
+    return read_qrels(path, problems)

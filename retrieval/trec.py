@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from retrieval.atomic import atomic_write
-from retrieval.errors import InputError
+from retrieval.errors import InputError, Problems, strict
 
 ScoredRun = Mapping[str, Sequence[tuple[str, float]]]
 _SCORE, _SCORE_THEN_DOCID = operator.itemgetter(1), operator.itemgetter(1, 0)
@@ -119,18 +119,22 @@ def _parse_qrels_line(fields: list[str], where: str) -> tuple[str, str, int]:
         raise InputError(f"{where}: relevance {level!r} is not an integer; fix the line") from None
 
 
-def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """Read qrels (``qid docid rel`` or ``qid iter docid rel``) as qid -> {docid: rel}."""
+def read_qrels(path: str | os.PathLike, problems: Problems | None = None) -> dict[str, dict[str, int]]:
+    """Read qrels (``qid docid rel`` or ``qid iter docid rel``) as qid -> {docid: rel}; a bad line is an error
+    (``problems`` collecting: reported and skipped)."""
+    problems = strict(problems)
     qrels: dict[str, dict[str, int]] = {}
     for number, fields in _lines(path, "qrels"):
         where = f"{path}:{number}"
-        qid, docid, level = _parse_qrels_line(fields, where)
-        judged = qrels.setdefault(qid, {})
-        if judged.get(docid, level) != level:
-            raise InputError(
-                f"{where}: doc {docid!r} of query {qid!r} judged both {judged[docid]} and {level}; keep one judgement"
-            )
-        judged[docid] = level
+        with problems.guard("bad_qrels_line"):
+            qid, docid, level = _parse_qrels_line(fields, where)
+            judged = qrels.setdefault(qid, {})
+            if judged.get(docid, level) != level:
+                raise InputError(
+                    f"{where}: doc {docid!r} of query {qid!r} judged both {judged[docid]} and {level}; "
+                    "keep one judgement"
+                )
+            judged[docid] = level
     return qrels
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,20 @@ def webqa_datamodule(data_dir: Path, encoder: CLIPEncoder, **options: Any) -> We
         num_workers=0,
     )
     return WebQADataModule(str(data_dir), **{**defaults, **options}, processor=encoder.processor)
+
+
+def corrupt_image(data_dir: Path, line: int = 0, payload: bytes = b"this is not a jpeg") -> tuple[str, int]:
+    """Replace the payload of ``imgs.tsv``'s ``line`` (0-based) by base64 of ``payload`` (not an image) and rewrite
+    ``imgs.lineidx.new`` to the new offsets; return the image's id and byte offset."""
+    lines = (data_dir / "imgs.tsv").read_bytes().split(b"\n")
+    image_id = lines[line].split(b"\t")[0]
+    lines[line] = image_id + b"\t" + base64.b64encode(payload)
+    (data_dir / "imgs.tsv").write_bytes(b"\n".join(lines))
+    offsets: dict[str, int] = {}
+    position = 0
+    for raw in lines:
+        if raw:
+            offsets[raw.split(b"\t")[0].decode()] = position
+        position += len(raw) + 1
+    (data_dir / "imgs.lineidx.new").write_text("".join(f"{i}\t{o}\n" for i, o in offsets.items()))
+    return image_id.decode(), offsets[image_id.decode()]

@@ -1,4 +1,4 @@
-"""The subcommands of ``train.py``: one Lightning CLI with fit, validate, test, predict, mine and demo."""
+"""The subcommands of ``train.py``: one Lightning CLI with fit, validate, test, predict, mine, demo and check-data."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import yaml
 
 from cli_runs import train
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "mine", "demo")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "mine", "demo", "check-data")
 
 
 def test_help_lists_every_subcommand() -> None:
     proc = train("--help", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    listed = re.findall(r"^ {4}(\w+) ", proc.stdout, flags=re.MULTILINE)
+    listed = re.findall(r"^ {4}([\w-]+) ", proc.stdout, flags=re.MULTILINE)
     assert tuple(listed) == SUBCOMMANDS
 
 
@@ -47,3 +47,21 @@ def test_demo_takes_help_and_print_config_without_running() -> None:
         "stage3_epochs": 3,
         "refresh_every": 69,
     }
+
+
+def test_check_data_reads_the_data_settings_of_a_training_config() -> None:
+    help_ = train("check-data", "--help", timeout=120)
+    assert help_.returncode == 0, help_.stderr[-2000:]
+    for option in ("--data.data_dir", "--data.caption_file", "--report", "--workers", "--write-skip-list"):
+        assert option in help_.stdout, option
+    assert "--trainer" not in help_.stdout and "--model" not in help_.stdout
+    printed = train(
+        *"check-data --config configs/tiny/univl_dr_tiny.yaml --data.caption_file all_imgs_exp.json".split(),
+        *"--write-skip-list bad.txt --print_config".split(),
+        timeout=120,
+    )
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    config = yaml.safe_load(printed.stdout)
+    assert config["data"]["data_dir"] == "mini-webqa:small" and config["data"]["caption_file"] == "all_imgs_exp.json"
+    assert (config["report"], config["workers"], config["write_skip_list"]) == (None, None, "bad.txt")
+    assert set(config) == {"data", "report", "workers", "write_skip_list"}  # the trainer and model are not read

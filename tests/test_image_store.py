@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datamodules.image_store import BadImageError, ImageStore
+from datamodules.image_store import BadImageError, ImageStore, read_skip_list
 from datamodules.mini_webqa import encode_jpeg, write_tsv
-from retrieval.errors import InputError
+from retrieval.errors import InputError, Problems
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20), (240, 240, 240)]
 
@@ -270,3 +270,54 @@ def test_dataloader_with_two_workers(tmp_path: Path, data: dict[str, bytes]) -> 
     assert sorted(r[0] for r in rows) == list(range(len(ids) * 4))
     assert all(r[2] == hashlib.md5(data[ids[r[0] % len(ids)]]).hexdigest() for r in rows)
     assert len({r[1] for r in rows}) == 2 and os.getpid() not in {r[1] for r in rows}
+
+
+# --------------------------------------------------------------------------- check-data: every fault, skip lists
+def test_a_collecting_sink_gets_every_fault_of_the_index(tmp_path: Path) -> None:
+    lines = [_line(str(100 + i), _jpeg(COLOURS[i])) for i in range(4)]
+    offsets = np.cumsum([0] + [len(line) for line in lines[:-1]])
+    index = [f"{100 + i}\t{o}" for i, o in enumerate(offsets)]
+    index += ["bad line", "100\t0", "101\t0", "101\t0", "x\t", "104\t99999"]
+    (tmp_path / "imgs.tsv").write_bytes(b"".join(lines))
+    (tmp_path / "imgs.lineidx.new").write_text("\n".join(index) + "\n")
+    lineidx = tmp_path / "imgs.lineidx.new"
+    with pytest.raises(InputError, match="line 5 is malformed"):
+        ImageStore(tmp_path)  # the loader: the first fault
+    problems = Problems(collect=True)
+    store = ImageStore(tmp_path, problems=problems)
+    assert [(p.kind, p.ids) for p in problems.found] == [
+        ("bad_lineidx_line", ()),
+        ("bad_lineidx_line", ()),
+        ("duplicate_image_id", ("100",)),
+        ("duplicate_image_id", ("101",)),
+        ("offset_past_end", ("104",)),
+    ]
+    assert problems.found[3].message == (
+        f"image id '101' appears twice in {lineidx} (lines 2 and 7); every image id must be listed once"
+    )
+    assert problems.found[4].offset == 99999
+    assert store.ids() == ["100", "101", "102", "103"]  # the first of each id, the offsets inside the file
+    assert [store.measure(i) for i in store.ids()] == [(16, 16, len(_jpeg(c))) for c in COLOURS[:4]]
+
+
+def test_skip_ids_are_not_read(tmp_path: Path) -> None:
+    store = _write_raw(tmp_path, [_line("100", b"garbage"), _line("101", _jpeg(COLOURS[0]))])
+    with pytest.raises(BadImageError):
+        store.load("100")
+    store = ImageStore(tmp_path, skip_ids=["100"])
+    assert store.load("100") is None and store.load("101").size == (16, 16) and store.bad_ids == {"100"}
+    with pytest.raises(BadImageError):
+        store.measure("100")  # check-data still decodes it
+    with pytest.raises(InputError, match="unknown image id '555'"):
+        ImageStore(tmp_path, skip_ids=["555"]).load("555")
+
+
+def test_skip_list_file(tmp_path: Path) -> None:
+    (tmp_path / "skip.txt").write_text("# undecodable\n100\n\n 101 \n")
+    assert read_skip_list(tmp_path / "skip.txt") == ["100", "101"]
+    with pytest.raises(InputError) as excinfo:
+        read_skip_list(tmp_path / "none.txt")
+    assert _message(excinfo) == (
+        f"skip list {tmp_path / 'none.txt'} does not exist; write one with: python train.py check-data "
+        f"--data.data_dir DIR --write-skip-list {tmp_path / 'none.txt'}"
+    )
