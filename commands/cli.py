@@ -252,25 +252,17 @@ class RetrieverCLI(LightningCLI):
         )
         for key in IGNORED_BY_CHECK_DATA:
             parser.add_argument(f"--{key}", type=Any, default=None, help=argparse.SUPPRESS)
-        parser.add_argument(
-            "--report",
-            type=str | None,
-            default=None,
-            help="the JSON report to write (default runs/check-data/<data directory name>.json)",
+        own = (
+            (("--report",), "the JSON report to write (default runs/check-data/<data directory name>.json)", str),
+            (("--workers",), "processes that decode the images (default: one per CPU core; 0: the main process)", int),
+            (
+                ("--write-skip-list", "--write_skip_list"),
+                "write the ids of the undecodable images to this file (train with --data.skip_list FILE)",
+                str,
+            ),
         )
-        parser.add_argument(
-            "--workers",
-            type=int | None,
-            default=None,
-            help="processes that decode the images (default: one per CPU core; 0: the main process decodes)",
-        )
-        parser.add_argument(
-            "--write-skip-list",
-            "--write_skip_list",
-            type=str | None,
-            default=None,
-            help="write the ids of the undecodable images to this file (train with --data.skip_list FILE)",
-        )
+        for flags, text, kind in own:
+            parser.add_argument(*flags, type=kind | None, default=None, help=text)
         self._subcommand_method_arguments["check-data"] = ["report", "workers", "write_skip_list"]
         return parser
 

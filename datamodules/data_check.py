@@ -16,23 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from datamodules import webqa_release as release
 from datamodules.image_check import ImageCheck, check_images
 from datamodules.image_store import ImageStore, read_skip_list
 from datamodules.negatives import NegativeStrategy, load_negative_pool
-from datamodules.webqa_release import (
-    Corpus,
-    Query,
-    check_image_docs,
-    check_positives_against_qrels,
-    check_qrels_against,
-    check_queries_against_corpus,
-    check_skip_list,
-    check_training_positives,
-    read_qrels_file,
-    read_queries,
-    require_data_dir,
-    require_file,
-)
+from datamodules.webqa_release import Corpus, Query, read_qrels_file, read_queries
 from retrieval.atomic import atomic_write
 from retrieval.errors import Problem, Problems, first_ids
 
@@ -49,14 +37,8 @@ class DataReport:
     summary: dict[str, Any] = field(default_factory=dict)
     images: ImageCheck | None = None
 
-    @property
-    def errors(self) -> list[Problem]:
-        """The problems that would stop a run."""
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
+    errors = property(lambda self: [p for p in self.problems if p.severity == "error"], doc="What would stop a run.")
+    warnings = property(lambda self: [p for p in self.problems if p.severity == "warning"], doc="The other problems.")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +68,7 @@ def check_data_dir(
     problems = Problems(collect=True)
     report = DataReport(Path(data_dir), caption_file, problems.found)
     with problems.guard("missing_data_dir"):
-        require_data_dir(report.data_dir)
+        release.require_data_dir(report.data_dir)
     if problems.found:
         return report
     corpus: Corpus | None = None
@@ -94,7 +76,7 @@ def check_data_dir(
         corpus = Corpus.from_release(data_dir, caption_file, problems)
     store: ImageStore | None = None
     with problems.guard("missing_file"):
-        store = ImageStore(require_file(data_dir / "imgs.tsv", "image file"), problems=problems)
+        store = ImageStore(release.require_file(data_dir / "imgs.tsv", "image file"), problems=problems)
     skip_ids: list[str] = []
     if skip_list is not None:
         with problems.guard("missing_file"):
@@ -140,10 +122,10 @@ def _check_corpus(
                 empty,
             )
     if skip_list is not None:
-        check_skip_list(skip_ids, corpus, skip_list, caption_file, problems)
+        release.check_skip_list(skip_ids, corpus, skip_list, caption_file, problems)
     if store is None:
         return
-    check_image_docs(corpus, store, caption_file, problems)
+    release.check_image_docs(corpus, store, caption_file, problems)
     unnamed = [i for i in store.ids() if i not in corpus.index or not corpus.is_image[corpus.index[i]]]
     if unnamed:
         problems.warning(
@@ -164,16 +146,16 @@ def _check_split(split: str, data_dir: Path, corpus: Corpus | None, problems: Pr
     queries = read_queries(path, problems)
     if split == "train":
         if corpus is not None:
-            check_queries_against_corpus(queries, corpus, str(path), problems)
-        check_training_positives(queries, str(path), problems)
+            release.check_queries_against_corpus(queries, corpus, str(path), problems)
+        release.check_training_positives(queries, str(path), problems)
         return queries
     qrels_path = data_dir / f"{split}_qrels.txt"
     qrels = read_qrels_file(qrels_path, split, problems)
     if not qrels_path.is_file():
         return queries
     if corpus is not None:
-        check_qrels_against(qrels, queries, corpus, str(qrels_path), problems)
-        check_positives_against_qrels(queries, qrels, corpus, str(path), str(qrels_path), problems)
+        release.check_qrels_against(qrels, queries, corpus, str(qrels_path), problems)
+        release.check_positives_against_qrels(queries, qrels, corpus, str(path), str(qrels_path), problems)
     _check_duplicate_lines(qrels_path, problems)
     return queries
 
