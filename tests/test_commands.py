@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
+import subprocess
 
 import yaml
 
-from cli_runs import train
+from commands.cli import main
+
+from cli_runs import ROOT, train
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "mine", "demo", "check-data")
 
@@ -18,14 +24,29 @@ def test_help_lists_every_subcommand() -> None:
     assert tuple(listed) == SUBCOMMANDS
 
 
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """``train.py ARGS`` in this process (``--help`` and ``--print_config`` end in SystemExit), from the repository
+    root, with its exit status and output: the parser is the one ``python train.py`` builds."""
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(list(args))
+            except SystemExit as exit_:
+                status = exit_.code or 0
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(list(args), status, out.getvalue(), err.getvalue())
+
+
 def test_mine_takes_help_config_and_print_config() -> None:
-    help_ = train("mine", "--help", timeout=120)
+    help_ = run_in_process("mine", "--help")
     assert help_.returncode == 0, help_.stderr[-2000:]
     for option in ("--ckpt_path", "--out", "--top_k", "--config", "--print_config", "--data.data_dir", "--run_dir"):
         assert option in help_.stdout, option
-    printed = train(
-        "mine", "--config", "configs/tiny/univl_dr_tiny.yaml", "--top_k", "7", "--print_config", timeout=120
-    )
+    printed = run_in_process("mine", "--config", "configs/tiny/univl_dr_tiny.yaml", "--top_k", "7", "--print_config")
     assert printed.returncode == 0, printed.stderr[-2000:]
     config = yaml.safe_load(printed.stdout)
     assert config["top_k"] == 7 and config["out"] is None
@@ -34,10 +55,10 @@ def test_mine_takes_help_config_and_print_config() -> None:
 
 
 def test_demo_takes_help_and_print_config_without_running() -> None:
-    help_ = train("demo", "--help", timeout=120)
+    help_ = run_in_process("demo", "--help")
     assert help_.returncode == 0, help_.stderr[-2000:]
     assert "--stage1_epochs" in help_.stdout and "--refresh_every" in help_.stdout
-    printed = train("demo", "--out", "elsewhere/demo", "--stage3_epochs", "3", "--print_config", timeout=120)
+    printed = run_in_process("demo", "--out", "elsewhere/demo", "--stage3_epochs", "3", "--print_config")
     assert printed.returncode == 0, printed.stderr[-2000:]
     assert yaml.safe_load(printed.stdout) == {
         "out": "elsewhere/demo",
@@ -50,15 +71,14 @@ def test_demo_takes_help_and_print_config_without_running() -> None:
 
 
 def test_check_data_reads_the_data_settings_of_a_training_config() -> None:
-    help_ = train("check-data", "--help", timeout=120)
+    help_ = run_in_process("check-data", "--help")
     assert help_.returncode == 0, help_.stderr[-2000:]
     for option in ("--data.data_dir", "--data.caption_file", "--report", "--workers", "--write-skip-list"):
         assert option in help_.stdout, option
     assert "--trainer" not in help_.stdout and "--model" not in help_.stdout
-    printed = train(
+    printed = run_in_process(
         *"check-data --config configs/tiny/univl_dr_tiny.yaml --data.caption_file all_imgs_exp.json".split(),
         *"--write-skip-list bad.txt --print_config".split(),
-        timeout=120,
     )
     assert printed.returncode == 0, printed.stderr[-2000:]
     config = yaml.safe_load(printed.stdout)
