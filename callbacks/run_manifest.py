@@ -43,8 +43,8 @@ def link_best(best: str | Path) -> Path:
     """Point ``<checkpoint dir>/best.ckpt`` at ``best`` (relative link, replaced atomically); return the link."""
     best = Path(best)
     link = best.parent / BEST_LINK
-    if best.name == BEST_LINK:
-        return link
+    if best.name == BEST_LINK or (link.is_symlink() and os.readlink(link) == best.name):
+        return link  # already pointing there: nothing to rewrite
     temporary = link.with_name(f".{BEST_LINK}.{os.getpid()}.tmp")
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(best.name)

@@ -49,21 +49,3 @@ def write_evaluation(
     out_dir = Path(out_dir)
     write_trec_run(out_dir / "run.trec", run, tag=tag)
     write_metrics_json(out_dir / "metrics.json", metrics)
-
-
-def evaluate_and_write(
-    runs: Mapping[str, SearchResult],
-    qids: Sequence[str],
-    qrels: Mapping[str, Mapping[str, int]],
-    doc_ids: Sequence[str],
-    is_image: np.ndarray,
-    out_dir: str | Path,
-    tag: str,
-) -> dict[str, float]:
-    """Metrics of ``runs['all']`` (mixed corpus) and, when present, ``runs['text']``/``runs['image']``
-    (paper Table 2 views); writes ``run.trec`` (the mixed run, in trec_eval's order) and ``metrics.json``
-    into ``out_dir``. The metrics are trec_eval's on exactly the scores written."""
-    scored = score_runs(runs, qids, doc_ids)
-    metrics = evaluate_runs(scored, qrels, doc_ids, is_image)
-    write_evaluation(out_dir, scored["all"], metrics, tag)
-    return metrics

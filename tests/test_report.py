@@ -1,4 +1,5 @@
-"""evaluate_and_write: the printed metrics are trec_eval's on the written run.trec, tied scores included."""
+"""score_runs, evaluate_runs, write_evaluation (the module's and EvaluationWriter's path): the printed metrics
+are trec_eval's on the written run.trec, tied scores included."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from retrieval.report import evaluate_and_write
+from retrieval.report import evaluate_runs, score_runs, write_evaluation
 
 N_DOCS = 40
 DOC_IDS = [f"d{i:02d}" for i in range(N_DOCS)]  # index order = docid ascending: the reverse of trec_eval's tie order
@@ -97,7 +98,9 @@ def test_metrics_equal_trec_eval_on_the_written_run_with_ties(tmp_path: Path) ->
         "text": _search_result(_tied_rows(1, ~IS_IMAGE)),
         "image": _search_result(_tied_rows(2, IS_IMAGE)),
     }
-    metrics = evaluate_and_write(runs, qids, qrels, DOC_IDS, IS_IMAGE, tmp_path, tag="t")
+    scored = score_runs(runs, qids, DOC_IDS)  # as the module scores an evaluation
+    metrics = evaluate_runs(scored, qrels, DOC_IDS, IS_IMAGE)
+    write_evaluation(tmp_path, scored["all"], metrics, tag="t")  # as EvaluationWriter writes it
 
     written = _parse_run(tmp_path / "run.trec")
     for qid, lines in written.items():
