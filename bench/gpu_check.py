@@ -554,27 +554,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="site dir holding wandb and its dependencies (added to the path of the W&B test only)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (data, runs, checkpoints)")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated checks to run (env and repo-clean always run); default all: {', '.join(CHECKS)}",
+    )
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+#: Every check, in the order it runs (``env`` and ``repo-clean`` always run).
+CHECKS = ("train-throughput", "refresh-webqa", "search", "fit-ddp", "wandb-test", "tests")
+
+
+def selected_checks(only: str | None) -> set[str]:
+    """The checks ``--only`` names (all when None); an unknown name stops with the list of valid ones."""
+    if only is None:
+        return set(CHECKS)
+    names = {name.strip() for name in only.split(",") if name.strip()}
+    unknown = sorted(names - set(CHECKS))
+    if unknown:
+        raise SystemExit(f"gpu_check.py: unknown check(s) {', '.join(unknown)}; choose among {', '.join(CHECKS)}")
+    return names
 
 
 def run_checks(args: argparse.Namespace, runner: Runner, work: Path) -> None:
     """The benchmarks alone first, then the suite beside the fit, the test run and the W&B test."""
     started = time.time()
+    wanted = selected_checks(args.only)
     wandb_env = child_env(args.wandb_path, args.dry_run) if (args.wandb_path or args.dry_run) else None
     check_env(runner, args.dry_run, wandb_env)
     data_dir = work / "mini-webqa"
     phase_two = 150 if args.dry_run else 230  # seconds kept for the suite and the fit whatever the benchmarks take
+    if not wanted & {"fit-ddp", "wandb-test", "tests"}:
+        phase_two = 0
 
     def bench_limit(cap: float) -> float:
         return max(10.0, min(cap, runner.remaining() - phase_two))
 
-    check_training(runner, args.dry_run, data_dir, bench_limit(150))
-    check_refresh(runner, args.dry_run, bench_limit(150))
-    check_search(runner, args.dry_run, bench_limit(180))
+    if "train-throughput" in wanted:
+        check_training(runner, args.dry_run, data_dir, bench_limit(150))
+    if "refresh-webqa" in wanted:
+        check_refresh(runner, args.dry_run, bench_limit(150))
+    if "search" in wanted:
+        check_search(runner, args.dry_run, bench_limit(180))
 
     def beside() -> None:
-        check_fit(runner, args.dry_run, work)
+        if "fit-ddp" in wanted:
+            check_fit(runner, args.dry_run, work)
+        if "wandb-test" not in wanted:
+            return
         if wandb_env is None:
             runner.report(Result("wandb-test", "SKIP", "wandb wheels not installed (no --wandb-path)", 0.0, {}))
         else:
@@ -588,8 +617,11 @@ def run_checks(args: argparse.Namespace, runner: Runner, work: Path) -> None:
 
     thread = threading.Thread(target=beside)
     thread.start()
-    suite = [DRY_RUN_TESTS] if args.dry_run else ["--durations", "20", *GPU_RELEVANT_TESTS]
-    check_pytest(runner, "tests", ["--basetemp", str(work / "pytest"), *suite], runner.remaining() - INTERRUPT_GRACE)
+    if "tests" in wanted:
+        suite = [DRY_RUN_TESTS] if args.dry_run else ["--durations", "20", *GPU_RELEVANT_TESTS]
+        check_pytest(
+            runner, "tests", ["--basetemp", str(work / "pytest"), *suite], runner.remaining() - INTERRUPT_GRACE
+        )
     thread.join()
     check_repo_clean(runner, started)
 

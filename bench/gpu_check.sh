@@ -8,6 +8,7 @@
 #
 #   bench/gpu_check.sh              # on the GPU machine, from anywhere
 #   bench/gpu_check.sh --dry-run    # here, on the CPU at tiny sizes (or GPU_CHECK_DRY_RUN=1), ~3 minutes
+#   bench/gpu_check.sh --only verbalize-throughput,marvel-fit-ddp   # some checks (env and repo-clean always run)
 #
 # The wheels: .whl/*.whl (what the package and its tests import) go to /tmp/site, on PYTHONPATH for every
 # check; .whl/wandb/*.whl (wandb and its dependency closure) go to /tmp/site-wandb, on the path of the W&B
@@ -17,11 +18,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 DRY=${GPU_CHECK_DRY_RUN:-0}
-for arg in "$@"; do
-  case $arg in
+ONLY_ARGS=()
+while [ $# -gt 0 ]; do
+  case $1 in
     --dry-run) DRY=1 ;;
-    *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+    --only) [ $# -ge 2 ] || { echo "usage: $0 [--dry-run] [--only CHECK,CHECK...]" >&2; exit 2; }
+            ONLY_ARGS=(--only "$2"); shift ;;
+    *) echo "usage: $0 [--dry-run] [--only CHECK,CHECK...]" >&2; exit 2 ;;
   esac
+  shift
 done
 if [ "$DRY" = 1 ]; then BUDGET=${GPU_CHECK_BUDGET:-300}; else BUDGET=${GPU_CHECK_BUDGET:-480}; fi
 # The device tool returns at most 8 files from $OUT: the logs are written elsewhere and packed into one archive.
@@ -83,7 +88,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 DEADLINE=$((START + BUDGET))
 timeout -k 10 $((DEADLINE - $(date +%s))) python3 bench/gpu_check.py --deadline "$DEADLINE" --logs "$LOGS" \
-  ${DRY_ARGS[@]+"${DRY_ARGS[@]}"} ${WANDB_ARGS[@]+"${WANDB_ARGS[@]}"}
+  ${DRY_ARGS[@]+"${DRY_ARGS[@]}"} ${WANDB_ARGS[@]+"${WANDB_ARGS[@]}"} ${ONLY_ARGS[@]+"${ONLY_ARGS[@]}"}
 rc=$?
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
   echo "FAIL gpu_check: the whole run was stopped at its ${BUDGET} s budget (exit status $rc)"
