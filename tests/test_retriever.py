@@ -18,7 +18,7 @@ from retrieval.errors import InputError
 from retrieval.index import IndexConfig
 
 from builders import cpu_trainer, tiny_retriever, webqa_datamodule
-from cli_runs import tiny_args, train
+from cli_runs import tiny_args, train_in_process
 
 
 def _trainer(root: Path, **kwargs) -> L.Trainer:
@@ -212,29 +212,41 @@ class StopAtStep(L.Callback):
             trainer.should_stop = True
 
 
+def _resumable_run(
+    data_dir: Path, encoder: CLIPEncoder, root: Path, ckpt: str | None = None, stop: int | None = None
+) -> tuple[UniversalRetriever, L.Trainer]:
+    """3 epochs from seed 0, a checkpoint at every step; interrupted after ``stop`` steps or resumed from ``ckpt``."""
+    L.seed_everything(0)
+    module = _module(encoder)
+    every_step = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=root, every_n_train_steps=1, save_top_k=-1, filename="{step}"
+    )
+    callbacks: list[L.Callback] = [every_step]
+    if stop:
+        callbacks.append(StopAtStep(stop))
+    trainer = _trainer(root, max_epochs=3, callbacks=callbacks)
+    trainer.fit(module, datamodule=_datamodule(data_dir, encoder), ckpt_path=ckpt)
+    return module, trainer
+
+
+@pytest.fixture(scope="module")
+def straight_run(
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path_factory: pytest.TempPathFactory
+) -> UniversalRetriever:
+    """The module after the uninterrupted 3 epochs of ``_resumable_run`` (one run for both resume tests)."""
+    return _resumable_run(tiny_data_dir, tiny_encoder, tmp_path_factory.mktemp("straight"))[0]
+
+
 @pytest.mark.parametrize("stop_step", [10, 7], ids=["epoch-end", "mid-epoch"])
 def test_resume_continues_the_same_run(
-    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path, stop_step: int
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path, stop_step: int, straight_run: UniversalRetriever
 ) -> None:
-    def run(root: Path, ckpt: str | None = None, stop: int | None = None) -> tuple[UniversalRetriever, L.Trainer]:
-        L.seed_everything(0)
-        module = _module(tiny_encoder)
-        every_step = L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=root, every_n_train_steps=1, save_top_k=-1, filename="{step}"
-        )
-        callbacks: list[L.Callback] = [every_step]
-        if stop:
-            callbacks.append(StopAtStep(stop))
-        trainer = _trainer(root, max_epochs=3, callbacks=callbacks)
-        trainer.fit(module, datamodule=_datamodule(tiny_data_dir, tiny_encoder), ckpt_path=ckpt)
-        return module, trainer
-
-    straight, _ = run(tmp_path / "a")
-    _, interrupted = run(tmp_path / "b", stop=stop_step)
+    _, interrupted = _resumable_run(tiny_data_dir, tiny_encoder, tmp_path / "b", stop=stop_step)
     assert interrupted.global_step == stop_step
-    resumed, trainer = run(tmp_path / "c", ckpt=str(tmp_path / "b" / f"step={stop_step}.ckpt"))
+    ckpt = str(tmp_path / "b" / f"step={stop_step}.ckpt")
+    resumed, trainer = _resumable_run(tiny_data_dir, tiny_encoder, tmp_path / "c", ckpt=ckpt)
     assert trainer.global_step == 3 * 5
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(straight_run.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 15
 
@@ -264,8 +276,11 @@ def test_configuration_without_negatives_is_refused(tiny_data_dir: Path, tiny_en
         in_batch_only.check_has_negatives(1, 2, 0, False)
 
 
-def test_fit_command_refuses_a_configuration_without_negatives(tiny_data_dir: Path, tmp_path: Path) -> None:
-    proc = train(
+def test_fit_command_refuses_a_configuration_without_negatives(
+    tiny_data_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proc = train_in_process(
+        capfd,
         "fit",
         *tiny_args(tiny_data_dir, tmp_path),
         *"--data.negatives_file null --model.loss.init_args.in_batch false --trainer.max_steps 1".split(),
