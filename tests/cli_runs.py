@@ -1,4 +1,4 @@
-"""Helpers for tests that run ``python train.py`` in a subprocess on the tiny recipe."""
+"""Helpers for tests that run the commands of ``train.py`` on the tiny recipe, as a subprocess or in this process."""
 
 from __future__ import annotations
 
@@ -24,23 +24,23 @@ def train(*args: str, timeout: int = 400, env: dict[str, str] | None = None) -> 
     )
 
 
-def main_in_process(*args: str) -> int:
+def main_in_process(*args: str, cwd: Path = ROOT) -> int:
     """The exit status of ``python train.py ARGS`` run in this process (``commands.cli.main``, what train.py calls)
-    from the repository root on one torch thread, as ``train`` runs it (``OMP_NUM_THREADS=1``); the run directory
-    the command hands to its ranks and the thread count are undone afterwards."""
+    from ``cwd`` (default: the repository root) on one torch thread, as ``train`` runs it (``OMP_NUM_THREADS=1``);
+    the run directory the command hands to its ranks and the thread count are undone afterwards."""
     import torch
 
     from commands.cli import RUN_DIR_ENV, main
 
-    cwd, run_dir, threads = os.getcwd(), os.environ.get(RUN_DIR_ENV), torch.get_num_threads()
-    os.chdir(ROOT)
+    previous, run_dir, threads = os.getcwd(), os.environ.get(RUN_DIR_ENV), torch.get_num_threads()
+    os.chdir(cwd)
     torch.set_num_threads(1)
     try:
         return main(list(args))
     except SystemExit as stop:  # the parser's errors and --help
         return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
     finally:
-        os.chdir(cwd)
+        os.chdir(previous)
         torch.set_num_threads(threads)
         if run_dir is None:
             os.environ.pop(RUN_DIR_ENV, None)

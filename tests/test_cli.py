@@ -1,5 +1,6 @@
-"""``python train.py`` end to end: 1 process and 2 DDP processes with in-loop mining, bad input, in subprocesses;
-the other commands in this process (``train_in_process``, the same ``main`` as train.py)."""
+"""``python train.py`` end to end: 2 DDP processes with in-loop mining and bad input in subprocesses; the other
+commands, 1 process with in-loop mining included, in this process (``train_in_process``, the same ``main`` as
+train.py)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,19 @@ def _losses(rows: list[dict[str, str]]) -> list[float]:
 
 
 @pytest.mark.parametrize("devices", [1, 2], ids=["1-process", "2-ddp-processes"])
-def test_fit_with_in_loop_mining(tiny_data_dir: Path, tmp_path: Path, devices: int) -> None:
+def test_fit_with_in_loop_mining(
+    tiny_data_dir: Path, tmp_path: Path, devices: int, capfd: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     extra = [
         "--trainer.devices",
         str(devices),
         *"--trainer.max_epochs 6 --trainer.callbacks.init_args.every_n_steps 4".split(),
     ]
-    if devices > 1:
-        extra += ["--trainer.strategy", "ddp"]
-    proc = train("fit", *tiny_args(tiny_data_dir, out), *extra)
+    if devices > 1:  # DDP starts its other rank by running the command line again: it must be train.py
+        proc = train("fit", *tiny_args(tiny_data_dir, out), *extra, "--trainer.strategy", "ddp")
+    else:
+        proc = train_in_process(capfd, "fit", *tiny_args(tiny_data_dir, out), *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps_per_epoch = 40 // (4 * devices)
     manifest = json.loads((out / "version_0" / "run.json").read_text())
