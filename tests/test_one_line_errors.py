@@ -1,8 +1,8 @@
 """Mistakes that get one clear ``error:`` line and exit status 2 (issue 15): a dataset name or a missing data
 directory, a checkpoint of another architecture, a missing negatives file, a typo in a flag or a config key.
 
-The commands run in this process (``train_in_process``, the same ``main`` as train.py); a flag typo also runs as
-``python train.py``, whose stderr must be that one line."""
+The commands run in this process (``train_in_process``, the same ``main`` as train.py), except a flag typo, which
+runs as ``python train.py``: its whole stderr must be that one line."""
 
 from __future__ import annotations
 
