@@ -26,7 +26,7 @@ from datamodules.webqa_release import RELEASE_LAYOUT
 from retrieval.errors import DataWarning, InputError, error_message, exit_status
 
 from builders import corrupt_image
-from cli_runs import tiny_args, train
+from cli_runs import tiny_args, train, train_in_process
 
 TINY = "configs/tiny/univl_dr_tiny.yaml"
 
@@ -132,7 +132,7 @@ def test_dev_positives_that_differ_from_the_qrels_are_a_load_time_warning(data_c
 
 
 def test_dev_positives_that_differ_from_the_qrels_are_warned_by_fit_and_listed_by_check_data(
-    data_copy: Path, tmp_path: Path
+    data_copy: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     qids = disagree_with_qrels(data_copy)
     expected = positives_warnings(data_copy, qids)
@@ -144,8 +144,15 @@ def test_dev_positives_that_differ_from_the_qrels_are_warned_by_fit_and_listed_b
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert problem_lines(fit.stderr) == [f"warning: {w}" for w in expected], fit.stderr
-    check = train(
-        "check-data", "--config", TINY, "--data.data_dir", str(data_copy), "--report", str(tmp_path / "report.json")
+    check = train_in_process(  # check-data prints its problem lines itself: in this process too
+        capfd,
+        "check-data",
+        "--config",
+        TINY,
+        "--data.data_dir",
+        str(data_copy),
+        "--report",
+        str(tmp_path / "report.json"),
     )
     assert check.returncode == 0, check.stderr[-3000:]
     assert problem_lines(check.stderr) == [f"warning: {w}" for w in expected]
@@ -563,9 +570,11 @@ def test_a_skip_list_lets_training_skip_the_bad_images_knowingly(
     assert dm.images.load(image_id) is None and dm.images.bad_ids == {image_id}
 
 
-def test_check_data_on_the_mini_webqa_demo_data_reports_no_problem(tmp_path: Path) -> None:
+def test_check_data_on_the_mini_webqa_demo_data_reports_no_problem(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     report = tmp_path / "report.json"
-    proc = train("check-data", "--config", TINY, "--workers", "2", "--report", str(report), timeout=300)
+    proc = train_in_process(capfd, "check-data", "--config", TINY, "--workers", "2", "--report", str(report))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert problem_lines(proc.stderr) == [] and "images/s" in proc.stderr  # the progress bar
     written = json.loads(report.read_text())

@@ -1,4 +1,6 @@
-"""``python train.py`` end to end in subprocesses: 1 process, 2 DDP processes with in-loop mining, bad input."""
+"""``python train.py`` end to end: 2 DDP processes with in-loop mining and bad input in subprocesses; the other
+commands, 1 process with in-loop mining included, in this process (``train_in_process``, the same ``main`` as
+train.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_runs import metrics_rows, tiny_args, train
+from cli_runs import metrics_rows, tiny_args, train, train_in_process
 
 
 def _losses(rows: list[dict[str, str]]) -> list[float]:
@@ -15,16 +17,19 @@ def _losses(rows: list[dict[str, str]]) -> list[float]:
 
 
 @pytest.mark.parametrize("devices", [1, 2], ids=["1-process", "2-ddp-processes"])
-def test_fit_with_in_loop_mining(tiny_data_dir: Path, tmp_path: Path, devices: int) -> None:
+def test_fit_with_in_loop_mining(
+    tiny_data_dir: Path, tmp_path: Path, devices: int, capfd: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     extra = [
         "--trainer.devices",
         str(devices),
         *"--trainer.max_epochs 6 --trainer.callbacks.init_args.every_n_steps 4".split(),
     ]
-    if devices > 1:
-        extra += ["--trainer.strategy", "ddp"]
-    proc = train("fit", *tiny_args(tiny_data_dir, out), *extra)
+    if devices > 1:  # DDP starts its other rank by running the command line again: it must be train.py
+        proc = train("fit", *tiny_args(tiny_data_dir, out), *extra, "--trainer.strategy", "ddp")
+    else:
+        proc = train_in_process(capfd, "fit", *tiny_args(tiny_data_dir, out), *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps_per_epoch = 40 // (4 * devices)
     manifest = json.loads((out / "version_0" / "run.json").read_text())
@@ -42,14 +47,19 @@ def test_fit_with_in_loop_mining(tiny_data_dir: Path, tmp_path: Path, devices: i
     assert len(dev) == 3 and logged == pytest.approx([m["MRR@10"] for m in dev], abs=1e-4)
 
 
-def test_test_command_evaluates_a_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
+def test_test_command_evaluates_a_checkpoint(
+    tiny_data_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
-    fit = train(
-        "fit", *tiny_args(tiny_data_dir, out), "--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1"
+    fit = train_in_process(
+        capfd,
+        "fit",
+        *tiny_args(tiny_data_dir, out),
+        *"--trainer.max_epochs 1 --trainer.check_val_every_n_epoch 1".split(),
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = out / "version_0" / "checkpoints" / "last.ckpt"
-    test = train("test", *tiny_args(tiny_data_dir, tmp_path / "elsewhere"), "--ckpt_path", str(ckpt))
+    test = train_in_process(capfd, "test", *tiny_args(tiny_data_dir, tmp_path / "elsewhere"), "--ckpt_path", str(ckpt))
     assert test.returncode == 0, test.stderr[-3000:]
     assert "test/MRR@10" in test.stdout
     # labelled with the checkpoint's step (10), written under the checkpoint's run, no new version folder
@@ -57,8 +67,8 @@ def test_test_command_evaluates_a_checkpoint(tiny_data_dir: Path, tmp_path: Path
     assert sorted(p.name for p in out.iterdir()) == ["version_0"] and not (tmp_path / "elsewhere").exists()
 
 
-def test_unknown_config_key_is_rejected(tiny_data_dir: Path, tmp_path: Path) -> None:
-    proc = train("fit", *tiny_args(tiny_data_dir, tmp_path), "--model.learning_rate", "1e-3", timeout=120)
+def test_unknown_config_key_is_rejected(tiny_data_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    proc = train_in_process(capfd, "fit", *tiny_args(tiny_data_dir, tmp_path), "--model.learning_rate", "1e-3")
     assert proc.returncode != 0
     assert "learning_rate" in proc.stderr
 
@@ -84,21 +94,28 @@ def test_bad_input_is_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and not (tmp_path / "missing").exists()
 
 
-def test_mine_command_writes_negatives_for_a_checkpoint(tiny_data_dir: Path, tmp_path: Path) -> None:
+def test_mine_command_writes_negatives_for_a_checkpoint(
+    tiny_data_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "mined" / "train_negatives.json"
-    proc = train("mine", *tiny_args(tiny_data_dir, tmp_path / "run"), "--out", str(out), "--top_k", "15")
+    proc = train_in_process(
+        capfd, "mine", *tiny_args(tiny_data_dir, tmp_path / "run"), "--out", str(out), "--top_k", "15"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"mined negatives: {out}" in proc.stdout
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 40 and all(len(r["all_negFacts"]) == 15 for r in records)
 
 
-def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(tiny_data_dir: Path, tmp_path: Path) -> None:
+def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(
+    tiny_data_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     # Lightning 2.6 writes ModelCheckpoint(save_last=True)'s last.ckpt only when a new best is saved: with lr 0 the dev
     # metric never improves after the first validation, so a run resumed from last.ckpt would lose every later step.
     import torch
 
-    proc = train(
+    proc = train_in_process(
+        capfd,
         "fit",
         *tiny_args(tiny_data_dir, tmp_path),
         *"--model.lr 0 --trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1".split(),
@@ -108,12 +125,4 @@ def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(tiny_data_d
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 20
 
 
-def test_last_checkpoint_is_written_at_the_end_of_a_fit_without_validation(tiny_data_dir: Path, tmp_path: Path) -> None:
-    import torch
-
-    proc = train(
-        "fit", *tiny_args(tiny_data_dir, tmp_path), "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (last,) = tmp_path.rglob("last*.ckpt")
-    assert last.name == "last.ckpt" and torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 10
+# A fit without validation writes last.ckpt at its end: tests/test_checkpoint_overrides.py checks it on its shared fit.

@@ -20,6 +20,7 @@ from callbacks import EvaluationWriter
 from lightning_modules.encoders import CLIPEncoder
 
 from builders import cpu_trainer, tiny_retriever, webqa_datamodule
+from cli_runs import main_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/tiny/univl_dr_tiny.yaml"
@@ -44,7 +45,8 @@ def checkpoint(tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path_factory:
 
 
 def _test_run(data_dir: Path, ckpt: Path, out: Path, devices: int) -> Path:
-    """Run ``train.py test`` on ``devices`` CPU processes with all outputs under ``out``; return its eval directory."""
+    """Run ``train.py test`` on ``devices`` CPU processes with all outputs under ``out`` (on 1, in this process);
+    return its eval directory."""
     args = [
         "test",
         "--config",
@@ -60,8 +62,11 @@ def _test_run(data_dir: Path, ckpt: Path, out: Path, devices: int) -> Path:
         "--ckpt_path",
         str(ckpt),
     ]
-    if devices > 1:
-        args += ["--trainer.strategy", "ddp"]
+    if devices == 1:
+        assert main_in_process(*args) == 0
+        [eval_dir] = out.rglob("test-step*")
+        return eval_dir
+    args += ["--trainer.strategy", "ddp"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400

@@ -1,5 +1,8 @@
 """Mistakes that get one clear ``error:`` line and exit status 2 (issue 15): a dataset name or a missing data
-directory, a checkpoint of another architecture, a missing negatives file, a typo in a flag or a config key."""
+directory, a checkpoint of another architecture, a missing negatives file, a typo in a flag or a config key.
+
+The commands run in this process (``train_in_process``, the same ``main`` as train.py), except a flag typo, which
+runs as ``python train.py``: its whole stderr must be that one line."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from lightning_modules.encoders import CLIPEncoder
 from lightning_modules.retriever import UniversalRetriever
 from retrieval.errors import InputError
 
-from cli_runs import ROOT, tiny_args, train
+from cli_runs import ROOT, tiny_args, train, train_in_process
 
 TINY = "configs/tiny/univl_dr_tiny.yaml"
 MINE_HINT = (
@@ -45,8 +48,9 @@ def first_error(proc: subprocess.CompletedProcess) -> str:
 
 
 # ------------------------------------------------------------------ 4. named datasets
-def test_fit_on_a_named_dataset_generates_it_into_the_cache(tmp_path: Path) -> None:
-    proc = train(
+def test_fit_on_a_named_dataset_generates_it_into_the_cache(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    proc = train_in_process(
+        capfd,
         "fit",
         *tiny_args(Path("mini-webqa:tiny"), tmp_path),
         *"--trainer.max_steps 2 --trainer.limit_val_batches 0".split(),
@@ -56,8 +60,8 @@ def test_fit_on_a_named_dataset_generates_it_into_the_cache(tmp_path: Path) -> N
     assert not (ROOT / "mini-webqa:tiny").exists()
 
 
-def test_unknown_dataset_name_is_one_line(tmp_path: Path) -> None:
-    proc = train("fit", *tiny_args(Path("mini-webqa:huge"), tmp_path), timeout=120)
+def test_unknown_dataset_name_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    proc = train_in_process(capfd, "fit", *tiny_args(Path("mini-webqa:huge"), tmp_path))
     assert error_line(proc) == (
         "error: unknown dataset name 'mini-webqa:huge'; valid names: mini-webqa:small, "
         "mini-webqa:tiny (optionally :seed=N, e.g. mini-webqa:small:seed=1), or give a "
@@ -67,7 +71,7 @@ def test_unknown_dataset_name_is_one_line(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ 5. a checkpoint of another architecture
 def test_checkpoint_of_another_architecture_is_one_line(
-    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path
+    tiny_data_dir: Path, tiny_encoder: CLIPEncoder, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     import lightning
 
@@ -78,7 +82,7 @@ def test_checkpoint_of_another_architecture_is_one_line(
     state["encoder.model.extra.weight"] = torch.zeros(1)
     ckpt = tmp_path / "other.ckpt"
     torch.save({"state_dict": state, "pytorch-lightning_version": lightning.__version__}, ckpt)
-    proc = train("test", *tiny_args(tiny_data_dir, tmp_path / "run"), "--ckpt_path", str(ckpt), timeout=200)
+    proc = train_in_process(capfd, "test", *tiny_args(tiny_data_dir, tmp_path / "run"), "--ckpt_path", str(ckpt))
     assert error_line(proc) == (
         f"error: checkpoint {ckpt} does not fit model UniversalRetriever(CLIPEncoder(model_name='tiny-clip-64px')): "
         "1 tensor of another shape (first: encoder.model.text_projection, checkpoint [64, 32] vs model [64, 64]), "
@@ -124,9 +128,11 @@ def test_non_strict_loading_still_tolerates_missing_and_unexpected_keys(tiny_enc
 
 
 # ------------------------------------------------------------------ 6. a missing negatives file
-def test_missing_negatives_file_names_the_folders_and_mining(tiny_data_dir: Path, tmp_path: Path) -> None:
-    proc = train(
-        "fit", *tiny_args(tiny_data_dir, tmp_path), "--data.negatives_file", "train_negatives.json", timeout=200
+def test_missing_negatives_file_names_the_folders_and_mining(
+    tiny_data_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    proc = train_in_process(
+        capfd, "fit", *tiny_args(tiny_data_dir, tmp_path), "--data.negatives_file", "train_negatives.json"
     )
     assert error_line(proc) == (
         f"error: negatives file train_negatives.json not found (looked in {tiny_data_dir / 'train_negatives.json'} "
@@ -154,17 +160,19 @@ def test_flag_typo_is_one_line_with_the_closest_flag() -> None:
     assert first_error(proc) == "error: unrecognized argument --data.batch_sise; did you mean --data.batch_size?"
 
 
-def test_config_file_key_typo_is_one_line_with_the_closest_key(tmp_path: Path) -> None:
+def test_config_file_key_typo_is_one_line_with_the_closest_key(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     typo = tmp_path / "typo.yaml"
     typo.write_text("data:\n  num_workers: 0\n  batch_sise: 4\n")
-    proc = train("fit", "--config", TINY, "--config", str(typo), timeout=120)
+    proc = train_in_process(capfd, "fit", "--config", TINY, "--config", str(typo))
     assert first_error(proc) == (
         f"error: unknown key data.batch_sise in config file {typo}; did you mean data.batch_size?"
     )
 
 
-def test_typo_in_an_init_arg_of_a_class_is_one_line_with_the_closest_arg() -> None:
-    proc = train("fit", "--config", TINY, "--model.encoder.init_args.model_nme", "x", timeout=120)
+def test_typo_in_an_init_arg_of_a_class_is_one_line_with_the_closest_arg(capfd: pytest.CaptureFixture[str]) -> None:
+    proc = train_in_process(capfd, "fit", "--config", TINY, "--model.encoder.init_args.model_nme", "x")
     assert first_error(proc) == (
         "error: unrecognized argument --model.encoder.init_args.model_nme; "
         "did you mean --model.encoder.init_args.model_name?"

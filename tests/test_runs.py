@@ -1,17 +1,22 @@
 """Runs a user can find: one directory per run, ``run.json``, stable names, and stage-to-stage paths from the
-manifest alone, through the CLI with the CSV and the W&B (offline) logger configurations."""
+manifest alone, through the CLI with the CSV and the W&B (offline) logger configurations.
+
+With the CSV logger the commands run in this process (``train_in_process``); with W&B as ``python train.py`` (one
+W&B run per process, as users run them)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cli_runs import tiny_args, train
+from cli_runs import tiny_args, train_in_process
+from cli_runs import train as run_train
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -34,14 +39,25 @@ def _step(ckpt: str | Path) -> int:
 
 
 @pytest.mark.parametrize("logger", ["csv", "wandb"])
-def test_stages_run_on_the_paths_the_manifest_gives(tiny_data_dir: Path, tmp_path: Path, logger: str) -> None:
+def test_stages_run_on_the_paths_the_manifest_gives(
+    tiny_data_dir: Path, tmp_path: Path, logger: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "runs"
-    env = {"WANDB_MODE": "offline", "HOME": str(tmp_path), "WANDB_DIR": str(tmp_path / "wandb-home")}
+    for name, value in {
+        "WANDB_MODE": "offline",
+        "HOME": str(tmp_path),
+        "WANDB_DIR": str(tmp_path / "wandb-home"),
+    }.items():
+        monkeypatch.setenv(name, value)  # inherited by the subprocesses
+
+    def train(*args: str) -> subprocess.CompletedProcess:
+        return run_train(*args) if logger == "wandb" else train_in_process(capfd, *args)
+
     common = [*tiny_args(tiny_data_dir, root), "--config", f"configs/loggers/{logger}.yaml"]
     epoch = ["--trainer.max_epochs", "1", "--trainer.check_val_every_n_epoch", "1"]
 
     # stage 1: fit prints where its run went; the manifest names its checkpoints
-    fit1 = train("fit", *common, *epoch, env=env)
+    fit1 = train("fit", *common, *epoch)
     assert fit1.returncode == 0, fit1.stderr[-3000:]
     run1 = Path(_printed(fit1.stdout, "run directory"))
     assert run1 == root / "version_0" and _printed(fit1.stdout, "manifest") == str(run1 / "run.json")
@@ -53,7 +69,7 @@ def test_stages_run_on_the_paths_the_manifest_gives(tiny_data_dir: Path, tmp_pat
     assert [(e["split"], e["step"]) for e in m1["evaluations"]] == [("dev", 10)]
 
     # stage 2: mining the best checkpoint adds to its run's manifest, labelled with the checkpoint's step
-    mine = train("mine", *common, "--ckpt_path", str(best1), "--top_k", "10", env=env)
+    mine = train("mine", *common, "--ckpt_path", str(best1), "--top_k", "10")
     assert mine.returncode == 0, mine.stderr[-3000:]
     mined = _manifest(run1)["mined"]
     assert [m["step"] for m in mined] == [_step(best1)]
@@ -70,7 +86,6 @@ def test_stages_run_on_the_paths_the_manifest_gives(tiny_data_dir: Path, tmp_pat
         str(best1),
         "--data.negatives_file",
         mined[0]["path"],
-        env=env,
     )
     assert fit3.returncode == 0, fit3.stderr[-3000:]
     run3 = Path(_printed(fit3.stdout, "run directory"))
@@ -79,7 +94,7 @@ def test_stages_run_on_the_paths_the_manifest_gives(tiny_data_dir: Path, tmp_pat
     best3 = run3 / "checkpoints" / "best.ckpt"
 
     # test and predict of stage 3's best checkpoint: under its run, labelled with its step, no new version
-    test = train("test", *common, "--ckpt_path", str(best3), env=env)
+    test = train("test", *common, "--ckpt_path", str(best3))
     assert test.returncode == 0, test.stderr[-3000:]
     tested = [e for e in _manifest(run3)["evaluations"] if e["split"] == "test"]
     assert [e["step"] for e in tested] == [_step(best3)] and _step(best3) > 0
@@ -93,7 +108,6 @@ def test_stages_run_on_the_paths_the_manifest_gives(tiny_data_dir: Path, tmp_pat
         "--trainer.callbacks+=callbacks.EmbeddingWriter",
         "--return_predictions",
         "false",
-        env=env,
     )
     assert predict.returncode == 0, predict.stderr[-3000:]
     embeddings = Path(_manifest(run3)["embeddings"])
