@@ -11,9 +11,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
-from datamodules.batching import CorpusCollator, DocumentLoader, QueryCollator, TrainCollator
+from datamodules.batching import CorpusCollator, DocumentLoader, PairCollator, QueryCollator, TrainCollator
 from datamodules.image_store import ImageStore, read_skip_list
 from datamodules.named_datasets import parse_dataset_name
 from datamodules.negatives import (
@@ -38,9 +38,12 @@ from datamodules.webqa_release import (
     require_data_dir,
     require_file,
 )
-from retrieval.errors import DataWarning, Problems
+from retrieval.errors import DataWarning, InputError, Problems
 
 log = logging.getLogger(__name__)
+
+#: What a training batch holds: queries with their docs (``TrainBatch``), or pictures with captions (``PairBatch``).
+TRAIN_TASKS = ("queries", "image_caption")
 
 # Lightning warns that a mid-epoch resume may replay data; TrainSampleSampler resumes exactly
 # (it skips the batches the checkpoint had already seen), so the warning does not apply here.
@@ -116,6 +119,9 @@ class WebQADataModule(L.LightningDataModule):
         skip_list: a file of image ids (one a line, as ``check-data --write-skip-list`` writes it) whose pictures
             are known to be bad: those docs are encoded by caption alone and counted, any other bad image still
             stops the run.
+        train_task: ``queries`` (training queries with positives and negatives) or ``image_caption`` (the corpus'
+            image docs as picture-caption pairs, MARVEL's plugin pretraining); the CLI links it from the loss
+            (``model.loss.train_task``).
     """
 
     def __init__(
@@ -132,9 +138,12 @@ class WebQADataModule(L.LightningDataModule):
         seed: int = 0,
         skip_bad_images: bool = False,
         skip_list: str | None = None,
+        train_task: str = "queries",
         processor: Any = None,
     ) -> None:
         super().__init__()
+        if train_task not in TRAIN_TASKS:
+            raise InputError(f"unknown data.train_task {train_task!r}; choose one of {TRAIN_TASKS}")
         self.save_hyperparameters(ignore=["processor"])
         self.named_dataset = parse_dataset_name(data_dir)
         self.data_dir = self.named_dataset.path if self.named_dataset else Path(data_dir)
@@ -295,6 +304,8 @@ class WebQADataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.train_task == "image_caption":
+            return self.pair_dataloader()
         sampler = self.train_sampler()
         sampler.skip_batches, self._skip_batches = self._skip_batches, 0
         docs = DocumentLoader(self.corpus, self.images, self._require_processor())
@@ -303,6 +314,18 @@ class WebQADataModule(L.LightningDataModule):
         )
         collate = TrainCollator(docs, queries, self.train_positives)
         return self._loader(sampler, collate, len(self.train_queries), train=True)
+
+    def pair_dataloader(self) -> DataLoader:
+        """The corpus' image docs as picture-caption pairs, reshuffled each epoch (``train_task: image_caption``)."""
+        image_docs = np.flatnonzero(self.corpus.is_image)
+        if image_docs.size < 2:
+            raise InputError(f"{self.data_dir}: image-caption training needs image docs, found {image_docs.size}")
+        world, rank = self._world()
+        sampler = DistributedSampler(
+            IndexDataset(image_docs.size), world, rank, shuffle=True, seed=self.hparams.seed, drop_last=True
+        )
+        docs = DocumentLoader(self.corpus, self.images, self._require_processor())
+        return self._loader(sampler, PairCollator(docs, image_docs), image_docs.size, train=True)
 
     def query_dataloader(self, queries: list[Query]) -> DataLoader:
         """This rank's shard of ``queries`` in encoding batches."""
