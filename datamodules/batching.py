@@ -1,7 +1,8 @@
 """Collators that turn sampler outputs into typed batches (``datamodules.batches``) inside DataLoader workers.
 
 A *processor* (supplied by the encoder, see ``lightning_modules.encoders.base.Processor``) gives
-``tokenize(list[str])``, ``tokenize_captions(list[str])`` and ``image_transform(PIL.Image) -> Tensor`` plus ``image_shape``.
+``tokenize(list[str])``, ``tokenize_captions(list[str])`` and ``image_transform(PIL.Image) -> Tensor`` plus
+``image_shape``.
 """
 
 from __future__ import annotations

@@ -157,7 +157,8 @@ class UniversalRetriever(L.LightningModule):
                 image_valid=batch.image_valid,
                 logit_scale=self.logit_scale(),
             )
-        out = self._require_loss(ContrastiveRetrievalLoss, batch)(  # in fp32 with autocast off, whatever the precision of the towers
+        loss = self._require_loss(ContrastiveRetrievalLoss, batch)
+        out = loss(  # in fp32 with autocast off, whatever the precision of the towers
             queries=self.encoder.encode_queries(batch.queries.tokens),
             docs=self.encode_docs(batch.docs),
             doc_ids=batch.docs.index,

