@@ -33,6 +33,8 @@ SPECIAL_TOKENS = (IMAGE_PATCH, IMAGE_START, IMAGE_END)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 POOLINGS = ("auto", "first_decoder_state", "cls", "mean")
+#: The vision model's layer norm of its pooled CLS output, which MARVEL does not use.
+UNUSED_VISION_PART = "post_layernorm"
 #: Submodules that ``freeze`` may name.
 PARTS = ("language_model", "vision_model", "projector")
 
@@ -139,6 +141,9 @@ class MarvelEncoder(RetrievalEncoder):
         self._processor = MarvelProcessor(tok, config.image_size, self.num_patches, text_length)
         if pretrained:
             self.load_checkpoint(pretrained)
+        for name, param in self.vision.named_parameters():
+            if UNUSED_VISION_PART in name:  # the patch states are taken before it: never a gradient (DDP needs this)
+                param.requires_grad_(False)
         for part in self.freeze:
             self.part(part).requires_grad_(False)
 
