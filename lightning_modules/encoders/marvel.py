@@ -128,8 +128,12 @@ class MarvelEncoder(RetrievalEncoder):
         lm.resize_token_embeddings(len(tok))
         self.is_encoder_decoder = bool(getattr(lm.config, "is_encoder_decoder", False))
         self.pooling = ("first_decoder_state" if self.is_encoder_decoder else "cls") if pooling == "auto" else pooling
-        if self.pooling == "first_decoder_state" and not self.is_encoder_decoder:
-            raise InputError(f"pooling first_decoder_state needs an encoder-decoder model; {language_model!r} is not")
+        if (self.pooling == "first_decoder_state") != self.is_encoder_decoder:
+            kind = "an encoder-decoder" if self.is_encoder_decoder else "an encoder-only"
+            raise InputError(
+                f"pooling {self.pooling} does not fit {language_model!r}, {kind} model: encoder-decoder models are "
+                "pooled by their first decoder state, encoders by cls or mean"
+            )
         self.patch_token_id = int(tok.convert_tokens_to_ids(IMAGE_PATCH))
         config = vision.config
         self.num_patches = (config.image_size // config.patch_size) ** 2
