@@ -19,6 +19,12 @@ On a GPU (``--device cuda``) the batches are moved to the device once, before ti
 Lightning's ``bf16-mixed`` plugin does (fp32 master weights, no grad scaler), and every step's clock is
 read after ``torch.cuda.synchronize()``, in both loops. The last line is ``RESULT {json}`` for scripts.
 
+``--encoder marvel`` trains the tiny MARVEL encoder instead (``tiny-t5`` + ``tiny-clip-vision``: 49 patch tokens,
+text length 64) in both loops, and then times encoding the corpus' image docs with it against the tiny CLIP
+(``tiny-clip-64px``) in eval mode without gradients: image docs/s of each and the ratio MARVEL/CLIP. A MARVEL image
+doc is one pass of the language model over 49 projected patches + the template + the caption; a CLIP image doc is
+one vision pass plus one text pass over the caption (77 tokens).
+
 Each step is timed end to end (from the end of the previous step, so fetching the batch, hooks and
 logging count). Three clocks are reported: the median step (the headline, robust to bursts of load
 from other processes on a shared machine), the whole timed span, and this process's CPU time.
@@ -28,6 +34,7 @@ other processes take a core (OpenMP threads wait on each other at every op; step
     python bench/bench_training.py [--steps 20] [--warmup 3] [--batch-size 64] [--rounds 3]
                                    [--threads 1] [--data-dir DIR] [--variants]
     python bench/bench_training.py --model ViT-B-32 --device cuda --precision bf16-mixed --steps 30 --warmup 5
+    python bench/bench_training.py --encoder marvel
 """
 
 from __future__ import annotations
@@ -55,15 +62,18 @@ import torch  # noqa: E402
 from lightning.fabric.utilities.apply_func import move_data_to_device  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from datamodules.batches import TrainBatch  # noqa: E402
+from datamodules.batches import DocBatch, TrainBatch  # noqa: E402
 from datamodules.mini_webqa import generate_mini_webqa  # noqa: E402
 from datamodules.webqa_datamodule import WEBQA_DISTRACTORS, WebQADataModule  # noqa: E402
+from lightning_modules.encoders.base import RetrievalEncoder  # noqa: E402
 from lightning_modules.encoders.clip import CLIPEncoder  # noqa: E402
+from lightning_modules.encoders.marvel import MarvelEncoder  # noqa: E402
 from lightning_modules.loss import ContrastiveRetrievalLoss  # noqa: E402
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup  # noqa: E402
 from lightning_modules.retriever import UniversalRetriever  # noqa: E402
 
 MODEL_NAME = "tiny-clip-64px"
+ENCODERS = ("clip", "marvel")
 PRECISIONS = ("32-true", "bf16-mixed")
 TARGET_RATIO = 0.9
 MEDIAN_STEP = "median step"
@@ -93,7 +103,7 @@ def data_directory(data_dir: str | None) -> Iterator[Path]:
         yield generate_mini_webqa(Path(tmp) / "mini-webqa", size="small", seed=0)
 
 
-def make_datamodule(data_dir: Path, encoder: CLIPEncoder, batch_size: int, num_workers: int) -> WebQADataModule:
+def make_datamodule(data_dir: Path, encoder: RetrievalEncoder, batch_size: int, num_workers: int) -> WebQADataModule:
     """A set-up WebQA datamodule with balanced k=1 WebQA-distractor negatives."""
     dm = WebQADataModule(
         str(data_dir),
@@ -119,7 +129,7 @@ def collect_batches(dm: WebQADataModule, n: int) -> list[Batch]:
     return batches
 
 
-def make_module(initial_encoder: CLIPEncoder) -> UniversalRetriever:
+def make_module(initial_encoder: RetrievalEncoder) -> UniversalRetriever:
     """A retriever around a fresh copy of ``initial_encoder``: every run starts from the same weights."""
     loss = ContrastiveRetrievalLoss(in_batch=True, hard_negatives=True)
     return UniversalRetriever(copy.deepcopy(initial_encoder), loss=loss)
@@ -203,7 +213,7 @@ def bare_optimizer(module: UniversalRetriever, total_steps: int) -> tuple[torch.
     return optimizer, scheduler
 
 
-def run_bare(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int) -> Timing:
+def run_bare(initial_encoder: RetrievalEncoder, batches: list[Batch], warmup: int) -> Timing:
     """Plain PyTorch: forward, backward, optimizer step, zero_grad, scheduler step."""
     module = make_module(initial_encoder).to(SETUP.device)
     module.train()
@@ -236,7 +246,7 @@ class StepClock(L.Callback):
         self.times.mark()
 
 
-def run_lightning(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int) -> Timing:
+def run_lightning(initial_encoder: RetrievalEncoder, batches: list[Batch], warmup: int) -> Timing:
     """``lightning.Trainer.fit`` over the in-memory batches, with the module's own ``configure_optimizers``."""
     module = make_module(initial_encoder)
     clock = StepClock()
@@ -285,10 +295,10 @@ def no_finite_check() -> contextlib.AbstractContextManager:
 
 def lightning_variant(
     patch: Callable[[], contextlib.AbstractContextManager],
-) -> Callable[[CLIPEncoder, list[Batch], int], Timing]:
+) -> Callable[[RetrievalEncoder, list[Batch], int], Timing]:
     """``run_lightning`` under ``patch``."""
 
-    def run(initial_encoder: CLIPEncoder, batches: list[Batch], warmup: int) -> Timing:
+    def run(initial_encoder: RetrievalEncoder, batches: list[Batch], warmup: int) -> Timing:
         with patch():
             return run_lightning(initial_encoder, batches, warmup)
 
@@ -301,7 +311,7 @@ class Contender:
     """One way of training, and the samples/s of each of its repeats by each clock of ``Timing.rates``."""
 
     name: str
-    run: Callable[[CLIPEncoder, list[Batch], int], Timing]
+    run: Callable[[RetrievalEncoder, list[Batch], int], Timing]
     rates: dict[str, list[float]] = field(default_factory=dict)
     first: Timing | None = None
 
@@ -312,7 +322,7 @@ class Contender:
 
 def alternate(
     contenders: list[Contender],
-    initial_encoder: CLIPEncoder,
+    initial_encoder: RetrievalEncoder,
     batches: list[Batch],
     warmup: int,
     rounds: int,
@@ -359,7 +369,9 @@ class LoaderRate:
         return (self.batches - 1) / self.steady_s
 
 
-def time_loader(data_dir: Path, encoder: CLIPEncoder, batch_size: int, workers: int, max_batches: int) -> LoaderRate:
+def time_loader(
+    data_dir: Path, encoder: RetrievalEncoder, batch_size: int, workers: int, max_batches: int
+) -> LoaderRate:
     """Iterate ``dm.train_dataloader()`` alone: latency of the first batch, then the steady rate."""
     loader = make_datamodule(data_dir, encoder, batch_size, workers).train_dataloader()
     start = time.perf_counter()
@@ -415,6 +427,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[0, 2],
         help="num_workers values of the DataLoader measurement (none: skip it)",
     )
+    parser.add_argument("--encoder", default="clip", choices=ENCODERS, help="clip (--model) or the tiny MARVEL")
     parser.add_argument("--model", default=MODEL_NAME, help="open_clip architecture, random weights (e.g. ViT-B-32)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]; batches are moved there before timing")
     parser.add_argument(
@@ -447,7 +460,7 @@ def describe_batches(dm: WebQADataModule, batches: list[Batch]) -> str:
     )
 
 
-def compare_loops(args: argparse.Namespace, initial_encoder: CLIPEncoder, batches: list[Batch]) -> list[Contender]:
+def compare_loops(args: argparse.Namespace, initial_encoder: RetrievalEncoder, batches: list[Batch]) -> list[Contender]:
     """Alternate bare and Lightning (and the variants when asked or when Lightning is too slow); print the tables."""
     contenders = [Contender("bare pytorch", run_bare), Contender("lightning", run_lightning)]
     contenders += variants() if args.variants else []
@@ -471,6 +484,51 @@ def compare_loops(args: argparse.Namespace, initial_encoder: CLIPEncoder, batche
     return contenders
 
 
+def build_encoder(kind: str, model: str) -> RetrievalEncoder:
+    """The encoder both loops train: a CLIP of architecture ``model``, or the tiny MARVEL (random weights)."""
+    if kind == "marvel":
+        return MarvelEncoder("tiny-t5", "tiny-clip-vision", tokenizer="tiny-wordpiece", text_length=64)
+    return CLIPEncoder(model, pretrained=None)
+
+
+def image_doc_batches(data_dir: Path, encoder: RetrievalEncoder, batch_size: int, n: int) -> list[DocBatch]:
+    """The first ``n`` batches of image docs of the corpus, collated for ``encoder``."""
+    dm = make_datamodule(data_dir, encoder, batch_size, num_workers=0)
+    dm.hparams.eval_batch_size = batch_size
+    images = [i for i, is_image in enumerate(dm.corpus.is_image) if is_image][: n * batch_size]
+    loader = dm.corpus_dataloader(persistent=False)
+    return [loader.collate_fn(images[k : k + batch_size]) for k in range(0, len(images), batch_size)]
+
+
+def time_image_encoding(encoder: RetrievalEncoder, batches: list[DocBatch]) -> float:
+    """Image docs/s of ``encoder.encode_images`` over ``batches`` (eval mode, no gradients, after one warm batch)."""
+    encoder.eval()
+    with torch.no_grad():
+        encoder.encode_images(batches[0].image_pixels, batches[0].caption_tokens)
+        start = time.perf_counter()
+        for batch in batches:
+            encoder.encode_images(batch.image_pixels, batch.caption_tokens)
+        return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+def compare_image_encoding(data_dir: Path, marvel: RetrievalEncoder, batch_size: int, rounds: int) -> float:
+    """MARVEL vs tiny CLIP image-doc encoding, alternating rounds; prints both and returns MARVEL/CLIP."""
+    clip = CLIPEncoder(MODEL_NAME, pretrained=None)
+    encoders = {"marvel (49 patches + caption)": marvel, f"clip {MODEL_NAME} (image + caption)": clip}
+    batches = {name: image_doc_batches(data_dir, e, batch_size, 5) for name, e in encoders.items()}
+    rates: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encoder in encoders.items():
+            rates[name].append(time_image_encoding(encoder, batches[name]))
+    print(f"\n{'image-doc encoding':<40}{'docs/s':>10}")
+    for name in encoders:
+        print(f"{name:<40}{statistics.median(rates[name]):10.1f}")
+    names = list(encoders)
+    ratio = statistics.median(rates[names[0]]) / statistics.median(rates[names[1]])
+    print(f"RATIO marvel/clip image-doc encoding = {ratio:.2f}")
+    return ratio
+
+
 def describe_device(setup: Setup) -> str:
     """The device in words (GPU name when on CUDA) and the precision."""
     name = torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else "cpu"
@@ -484,13 +542,14 @@ def main(argv: list[str] | None = None) -> None:
     SETUP = Setup(torch.device(args.device), args.precision)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    initial_encoder = CLIPEncoder(args.model, pretrained=None)
+    initial_encoder = build_encoder(args.encoder, args.model)
     print(
         f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
         f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, {describe_device(SETUP)}"
     )
     print(
-        f"{args.model}: batch {args.batch_size}, {args.warmup} warmup + {args.steps} timed steps, {args.rounds} rounds"
+        f"{args.encoder if args.encoder != 'clip' else args.model}: batch {args.batch_size}, {args.warmup} warmup + "
+        f"{args.steps} timed steps, {args.rounds} rounds"
     )
     with data_directory(args.data_dir) as data_dir:
         dm = make_datamodule(data_dir, initial_encoder, args.batch_size, num_workers=0)
@@ -502,13 +561,17 @@ def main(argv: list[str] | None = None) -> None:
             time_loader(data_dir, initial_encoder, args.batch_size, workers, args.loader_batches)
             for workers in args.loader_workers
         ]
+        encoding = None
+        if args.encoder == "marvel":
+            encoding = compare_image_encoding(data_dir, initial_encoder, args.batch_size, args.rounds)
     bare, lightning = contenders[0].median(), contenders[1].median()
     if loaders:
         print_loader_table(loaders, args.batch_size, max(bare, lightning))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"RATIO lightning/bare = {lightning / bare:.2f}")
     result = {
-        "model": args.model,
+        "model": args.encoder if args.encoder != "clip" else args.model,
+        "marvel_over_clip_image_encoding": encoding,
         "device": str(SETUP.device),
         "precision": SETUP.precision,
         "batch_size": args.batch_size,

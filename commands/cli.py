@@ -231,6 +231,9 @@ class RetrieverCLI(LightningCLI):
             help="where this command writes (default: see `python train.py --help`)",
         )
         parser.link_arguments(
+            "model", "data.train_task", compute_fn=lambda model: model.loss.train_task, apply_on="instantiate"
+        )
+        parser.link_arguments(
             "model", "data.processor", compute_fn=lambda model: model.encoder.processor, apply_on="instantiate"
         )
 

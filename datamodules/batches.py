@@ -1,10 +1,11 @@
 """Typed batches: what the collators build in the DataLoader workers and what the module consumes.
 
-Three kinds, so that code dispatches on the type, never on a loader's position:
+Four kinds, so that code dispatches on the type, never on a loader's position:
 
 * :class:`DocBatch`: corpus docs (text facts and image docs) for encoding;
 * :class:`QueryBatch`: queries for encoding;
-* :class:`TrainBatch`: queries with their de-duplicated docs and the columns the loss needs.
+* :class:`TrainBatch`: queries with their de-duplicated docs and the columns the loss needs;
+* :class:`PairBatch`: pictures with their captions (image-caption pretraining, ``data.train_task: image_caption``).
 
 Lightning moves dataclasses to the device field by field (tensors move, id lists stay).
 """
@@ -17,8 +18,19 @@ import torch
 from torch import Tensor
 
 
+class _CountsSkippedImages:
+    """``skipped_images`` of a batch with an ``image_valid`` flag per picture."""
+
+    image_valid: Tensor
+
+    @property
+    def skipped_images(self) -> Tensor:
+        """Number of pictures of this batch skipped as undecodable (a float scalar, for logging)."""
+        return (~self.image_valid).sum().float()
+
+
 @dataclass
-class DocBatch:
+class DocBatch(_CountsSkippedImages):
     """Docs by corpus index. Text docs and image docs are tokenized separately, each in corpus-index order.
 
     Attributes:
@@ -41,11 +53,6 @@ class DocBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @property
-    def skipped_images(self) -> Tensor:
-        """Number of images of this batch skipped as undecodable (a float scalar, for logging)."""
-        return (~self.image_valid).sum().float()
 
 
 @dataclass
@@ -93,6 +100,30 @@ class TrainBatch:
     def has_images(self) -> bool:
         """Whether any doc of the batch is an image doc (the vision tower takes part)."""
         return self.docs.caption_tokens is not None
+
+
+@dataclass
+class PairBatch(_CountsSkippedImages):
+    """Image docs as picture-caption pairs.
+
+    Attributes:
+        index: [B] long corpus indices of the image docs.
+        ids: the B image ids.
+        pixels: [B, 3, H, W] pictures.
+        caption_tokens: the captions tokenized as text (``processor.tokenize``), row b the caption of picture b.
+        caption_groups: [B] long, equal where two captions are the same text (they are not each other's negatives).
+        image_valid: [B] bool, False where an undecodable picture was skipped (the pair takes no part).
+    """
+
+    index: Tensor
+    ids: list[str]
+    pixels: Tensor
+    caption_tokens: Tensor
+    caption_groups: Tensor
+    image_valid: Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 def long_tensor(values: list[int]) -> Tensor:

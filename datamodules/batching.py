@@ -1,7 +1,8 @@
 """Collators that turn sampler outputs into typed batches (``datamodules.batches``) inside DataLoader workers.
 
 A *processor* (supplied by the encoder, see ``lightning_modules.encoders.base.Processor``) gives
-``tokenize(list[str])`` and ``image_transform(PIL.Image) -> Tensor`` plus ``image_shape``.
+``tokenize(list[str])``, ``tokenize_captions(list[str])`` and ``image_transform(PIL.Image) -> Tensor`` plus
+``image_shape``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamodules.batches import DocBatch, QueryBatch, TrainBatch, long_tensor
+from datamodules.batches import DocBatch, PairBatch, QueryBatch, TrainBatch, long_tensor
 from datamodules.image_store import ImageStore
 from datamodules.samplers import TrainSample
 from datamodules.webqa_release import Corpus
@@ -26,7 +27,8 @@ class DocumentLoader:
         self.images = images
         self.processor = processor
 
-    def _pixels(self, doc_id: str) -> tuple[torch.Tensor, bool]:
+    def pixels(self, doc_id: str) -> tuple[torch.Tensor, bool]:
+        """The transformed picture of an image doc and whether it decoded (a skipped one is zeros)."""
         image = self.images.load(doc_id) if self.images is not None else None
         if image is None:  # skipped bad image (counted by the store): caption-only doc
             return torch.zeros(self.processor.image_shape), False
@@ -39,7 +41,7 @@ class DocumentLoader:
         text_docs = [self.corpus.texts[i] for i in order[~image_mask]]
         images = order[image_mask]
         captions = [self.corpus.texts[i] for i in images]
-        loaded = [self._pixels(self.corpus.doc_ids[i]) for i in images]
+        loaded = [self.pixels(self.corpus.doc_ids[i]) for i in images]
         shape = self.processor.image_shape
         return DocBatch(
             index=torch.from_numpy(order),
@@ -47,7 +49,31 @@ class DocumentLoader:
             is_image=torch.from_numpy(image_mask),
             text_tokens=self.processor.tokenize(text_docs) if text_docs else None,
             image_pixels=torch.stack([p for p, _ in loaded]) if loaded else torch.zeros((0, *shape)),
-            caption_tokens=self.processor.tokenize(captions) if captions else None,
+            caption_tokens=self.processor.tokenize_captions(captions) if captions else None,
+            image_valid=torch.tensor([ok for _, ok in loaded], dtype=torch.bool),
+        )
+
+
+class PairCollator:
+    """Builds an image-caption batch from positions in ``image_docs`` (corpus indices of the image docs)."""
+
+    def __init__(self, docs: DocumentLoader, image_docs: np.ndarray) -> None:
+        self.docs = docs
+        self.image_docs = image_docs
+
+    def __call__(self, positions: list[int]) -> PairBatch:
+        corpus = self.docs.corpus
+        indices = self.image_docs[np.asarray(positions, dtype=np.int64)]
+        captions = [corpus.texts[i] for i in indices]
+        first: dict[str, int] = {}
+        groups = [first.setdefault(caption, len(first)) for caption in captions]
+        loaded = [self.docs.pixels(corpus.doc_ids[i]) for i in indices]
+        return PairBatch(
+            index=torch.from_numpy(indices),
+            ids=[corpus.doc_ids[i] for i in indices],
+            pixels=torch.stack([p for p, _ in loaded]),
+            caption_tokens=self.docs.processor.tokenize(captions),
+            caption_groups=long_tensor(groups),
             image_valid=torch.tensor([ok for _, ok in loaded], dtype=torch.bool),
         )
 

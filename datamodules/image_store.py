@@ -52,6 +52,19 @@ def _preview(raw: bytes, limit: int = 40) -> str:
     return repr(text + ("..." if len(raw) > limit else ""))
 
 
+def decode_rgb(data: bytes, where: str) -> Image.Image:
+    """Picture file bytes decoded to RGB, or a BadImageError ``"<where>: cannot decode (...)"``."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadImageError(
+            f"{where}: cannot decode ({type(err).__name__}: {_one_line(_BUFFER_REPR.sub('', str(err)))}); re-export "
+            f"it or pass skip_bad_images=True"
+        ) from None
+
+
 def read_lineidx(path: Path, problems: Problems | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse ``<image_id>\\t<byte offset>`` lines; return (ids, offsets, line numbers), in file order.
 
@@ -250,16 +263,7 @@ class ImageStore:
 
     def _decode(self, image_id: ImageId, data: bytes) -> Image.Image:
         """Decode image bytes to an RGB PIL image, or raise BadImageError naming id and offset."""
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return image.convert("RGB")
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            raise BadImageError(
-                f"image {str(image_id)!r} at byte offset {self.offset(image_id)} in {self.tsv_path}: "
-                f"cannot decode ({type(err).__name__}: {_one_line(_BUFFER_REPR.sub('', str(err)))}); re-export it or "
-                f"pass skip_bad_images=True"
-            ) from None
+        return decode_rgb(data, f"image {str(image_id)!r} at byte offset {self.offset(image_id)} in {self.tsv_path}")
 
     def load(self, image_id: ImageId) -> Image.Image | None:
         """The image as an RGB PIL image; ``None`` for a bad payload when ``skip_bad_images``, and for an id of

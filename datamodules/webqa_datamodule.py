@@ -11,9 +11,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
-from datamodules.batching import CorpusCollator, DocumentLoader, QueryCollator, TrainCollator
+from datamodules.batching import CorpusCollator, DocumentLoader, PairCollator, QueryCollator, TrainCollator
+from datamodules.clueweb_release import ParquetImageStore, is_clueweb_dir, read_clueweb_corpus, read_parquet_queries
 from datamodules.image_store import ImageStore, read_skip_list
 from datamodules.named_datasets import parse_dataset_name
 from datamodules.negatives import (
@@ -38,9 +39,12 @@ from datamodules.webqa_release import (
     require_data_dir,
     require_file,
 )
-from retrieval.errors import DataWarning, Problems
+from retrieval.errors import DataWarning, InputError, Problems
 
 log = logging.getLogger(__name__)
+
+#: What a training batch holds: queries with their docs (``TrainBatch``), or pictures with captions (``PairBatch``).
+TRAIN_TASKS = ("queries", "image_caption")
 
 # Lightning warns that a mid-epoch resume may replay data; TrainSampleSampler resumes exactly
 # (it skips the batches the checkpoint had already seen), so the warning does not apply here.
@@ -93,13 +97,15 @@ def _warnings_only() -> Problems:
 
 
 class WebQADataModule(L.LightningDataModule):
-    """Reads a data directory in the UniVL-DR release layout.
+    """Reads a data directory in the UniVL-DR release layout, or in MARVEL's ClueWeb22-MM layout (parquet files,
+    ``datamodules.clueweb_release``).
 
     Args:
-        data_dir: the directory (``train.json``, ``all_docs.json``, ``imgs.tsv``, ...), or the name of an embedded
-            dataset, ``mini-webqa:small`` or ``mini-webqa:tiny`` (``datamodules.named_datasets``), generated on
-            first use into a cache directory.
-        caption_file: image caption file; a verbalized one (``all_imgs_exp.json``) drops in.
+        data_dir: the directory (``train.json``, ``all_docs.json``, ``imgs.tsv``, ...; or ``train.parquet``,
+            ``text.parquet``, ``image.parquet``, ...), or the name of an embedded dataset, ``mini-webqa:small`` or
+            ``mini-webqa:tiny`` (``datamodules.named_datasets``), generated on first use into a cache directory.
+        caption_file: image caption file of the WebQA layout; a verbalized one (``all_imgs_exp.json``) drops in
+            (ClueWeb22-MM: the captions of ``image.parquet``).
         negatives_file: ranked hard negatives in the release's mined schema; ``"webqa"`` uses the
             query file's own distractors; ``None`` trains with in-batch negatives only. Relative
             paths are looked up in ``data_dir`` first.
@@ -116,6 +122,9 @@ class WebQADataModule(L.LightningDataModule):
         skip_list: a file of image ids (one a line, as ``check-data --write-skip-list`` writes it) whose pictures
             are known to be bad: those docs are encoded by caption alone and counted, any other bad image still
             stops the run.
+        train_task: ``queries`` (training queries with positives and negatives) or ``image_caption`` (the corpus'
+            image docs as picture-caption pairs, MARVEL's plugin pretraining); the CLI links it from the loss
+            (``model.loss.train_task``).
     """
 
     def __init__(
@@ -132,9 +141,12 @@ class WebQADataModule(L.LightningDataModule):
         seed: int = 0,
         skip_bad_images: bool = False,
         skip_list: str | None = None,
+        train_task: str = "queries",
         processor: Any = None,
     ) -> None:
         super().__init__()
+        if train_task not in TRAIN_TASKS:
+            raise InputError(f"unknown data.train_task {train_task!r}; choose one of {TRAIN_TASKS}")
         self.save_hyperparameters(ignore=["processor"])
         self.named_dataset = parse_dataset_name(data_dir)
         self.data_dir = self.named_dataset.path if self.named_dataset else Path(data_dir)
@@ -165,6 +177,11 @@ class WebQADataModule(L.LightningDataModule):
         if self.named_dataset:
             self.named_dataset.prepare()  # a no-op after prepare_data (the Trainer calls it first)
         require_data_dir(self.data_dir)
+        if self.corpus is None and self.is_clueweb:
+            self.corpus = read_clueweb_corpus(self.data_dir)
+            self.images = ParquetImageStore(
+                self.data_dir / "image.parquet", self.hparams.skip_bad_images, skip_ids=self._skip_ids()
+            )
         if self.corpus is None:
             self.corpus = Corpus.from_release(self.data_dir, self.hparams.caption_file)
             self.images = ImageStore(
@@ -180,6 +197,19 @@ class WebQADataModule(L.LightningDataModule):
         if stage in (None, "test"):
             self.eval_split("test")
 
+    @property
+    def is_clueweb(self) -> bool:
+        """Whether the data directory is in MARVEL's ClueWeb22-MM layout (parquet files)."""
+        return is_clueweb_dir(self.data_dir)
+
+    def _read_split(self, name: str) -> tuple[Path, list[Query]]:
+        """The query file of split ``name`` (``train``/``dev``/``test``) and its queries, in either layout."""
+        if self.is_clueweb:
+            path = self.data_dir / f"{name}.parquet"
+            return path, read_parquet_queries(path)
+        path = self.data_dir / f"{name}.json"
+        return path, read_queries(path)
+
     def _skip_ids(self) -> list[str]:
         """The ids of ``skip_list`` (none without one); ids that are not image docs are warned about."""
         if self.hparams.skip_list is None:
@@ -192,8 +222,7 @@ class WebQADataModule(L.LightningDataModule):
         """Load the training queries, their positives and the negatives pool (once)."""
         if self.train_queries:
             return
-        path = self.data_dir / "train.json"
-        self.train_queries = read_queries(path)
+        path, self.train_queries = self._read_split("train")
         check_queries_against_corpus(self.train_queries, self.corpus, str(path))
         self.train_positives = [
             np.asarray(self.corpus.lookup(q.positives, str(path)), dtype=np.int64) for q in self.train_queries
@@ -245,8 +274,7 @@ class WebQADataModule(L.LightningDataModule):
     def eval_split(self, name: str) -> EvalSplit:
         """Queries and qrels of ``dev`` or ``test`` (loaded once, checked against the corpus)."""
         if name not in self.splits:
-            path, qrels_path = self.data_dir / f"{name}.json", self.data_dir / f"{name}_qrels.txt"
-            queries = read_queries(path)
+            (path, queries), qrels_path = self._read_split(name), self.data_dir / f"{name}_qrels.txt"
             qrels = read_qrels_file(qrels_path, name)
             check_qrels_against(qrels, queries, self.corpus, str(qrels_path))
             check_positives_against_qrels(queries, qrels, self.corpus, str(path), str(qrels_path), _warnings_only())
@@ -295,6 +323,8 @@ class WebQADataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.train_task == "image_caption":
+            return self.pair_dataloader()
         sampler = self.train_sampler()
         sampler.skip_batches, self._skip_batches = self._skip_batches, 0
         docs = DocumentLoader(self.corpus, self.images, self._require_processor())
@@ -303,6 +333,18 @@ class WebQADataModule(L.LightningDataModule):
         )
         collate = TrainCollator(docs, queries, self.train_positives)
         return self._loader(sampler, collate, len(self.train_queries), train=True)
+
+    def pair_dataloader(self) -> DataLoader:
+        """The corpus' image docs as picture-caption pairs, reshuffled each epoch (``train_task: image_caption``)."""
+        image_docs = np.flatnonzero(self.corpus.is_image)
+        if image_docs.size < 2:
+            raise InputError(f"{self.data_dir}: image-caption training needs image docs, found {image_docs.size}")
+        world, rank = self._world()
+        sampler = DistributedSampler(
+            IndexDataset(image_docs.size), world, rank, shuffle=True, seed=self.hparams.seed, drop_last=True
+        )
+        docs = DocumentLoader(self.corpus, self.images, self._require_processor())
+        return self._loader(sampler, PairCollator(docs, image_docs), image_docs.size, train=True)
 
     def query_dataloader(self, queries: list[Query]) -> DataLoader:
         """This rank's shard of ``queries`` in encoding batches."""

@@ -110,6 +110,9 @@ def _at_least_fp32(x: Tensor) -> Tensor:
 class ContrastiveRetrievalLoss(nn.Module):
     """Softmax cross-entropy of each query over its positive and its negative candidates."""
 
+    #: The training batches this loss needs (the CLI links it to ``data.train_task``).
+    train_task = "queries"
+
     def __init__(
         self,
         in_batch: bool = True,

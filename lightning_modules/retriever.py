@@ -13,14 +13,16 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from datamodules.batches import DocBatch, QueryBatch, TrainBatch
+from datamodules.batches import DocBatch, PairBatch, QueryBatch, TrainBatch
 from lightning_modules.checkpoint_config import ARCHITECTURE_KEY
 from lightning_modules.corpus_search import EncodedShard, count_rows, gather_queries, search_shards
 from lightning_modules.encoders.base import RetrievalEncoder
+from lightning_modules.image_caption_loss import ImageCaptionContrastiveLoss
 from lightning_modules.in_batch_metrics import InBatchRetrievalMetrics
 from lightning_modules.loss import ContrastiveLossOutput, ContrastiveRetrievalLoss
 from lightning_modules.optim import build_param_groups, cosine_schedule_with_warmup
 from lightning_modules.weights_fit import describe_model, load_fitting_state_dict
+from retrieval.errors import InputError
 from retrieval.index import IndexConfig
 from retrieval.report import SearchResult, evaluate_runs, score_runs
 
@@ -55,7 +57,8 @@ class UniversalRetriever(L.LightningModule):
 
     Args:
         encoder: the model family (``CLIPEncoder`` by default; any ``RetrievalEncoder``).
-        loss: negative sources of the contrastive loss (in-batch / hard / cross-device).
+        loss: negative sources of the contrastive loss (in-batch / hard / cross-device), or the symmetric
+            image-caption loss of plugin pretraining (``ImageCaptionContrastiveLoss``, trains on ``PairBatch``).
         temperature: tau; the score is cos / tau.
         learnable_temperature: learn log(1/tau) like CLIP's ``logit_scale`` (clamped after each optimizer step).
         max_logit_scale: upper bound of a learnable 1/tau.
@@ -72,7 +75,7 @@ class UniversalRetriever(L.LightningModule):
     def __init__(
         self,
         encoder: RetrievalEncoder,
-        loss: ContrastiveRetrievalLoss | None = None,
+        loss: ContrastiveRetrievalLoss | ImageCaptionContrastiveLoss | None = None,
         temperature: float = 0.01,
         learnable_temperature: bool = False,
         max_logit_scale: float = 100.0,
@@ -144,9 +147,18 @@ class UniversalRetriever(L.LightningModule):
         return vectors[order]
 
     # ----------------------------------------------------------------- training
-    def compute_loss(self, batch: TrainBatch) -> ContrastiveLossOutput:
+    def compute_loss(self, batch: TrainBatch | PairBatch) -> ContrastiveLossOutput:
         """The contrastive loss of one training batch."""
-        out = self.loss(  # in fp32 with autocast off, whatever the precision of the towers
+        if isinstance(batch, PairBatch):
+            return self._require_loss(ImageCaptionContrastiveLoss, batch)(
+                images=self.encoder.encode_pixels(batch.pixels),
+                captions=self.encoder.encode_texts(batch.caption_tokens),
+                caption_groups=batch.caption_groups,
+                image_valid=batch.image_valid,
+                logit_scale=self.logit_scale(),
+            )
+        loss = self._require_loss(ContrastiveRetrievalLoss, batch)
+        out = loss(  # in fp32 with autocast off, whatever the precision of the towers
             queries=self.encoder.encode_queries(batch.queries.tokens),
             docs=self.encode_docs(batch.docs),
             doc_ids=batch.docs.index,
@@ -160,7 +172,17 @@ class UniversalRetriever(L.LightningModule):
             out.loss = out.loss + 0.0 * sum(p.sum() for p in self.encoder.parameters() if p.requires_grad)
         return out
 
-    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
+    def _require_loss(self, kind: type[nn.Module], batch: TrainBatch | PairBatch) -> nn.Module:
+        """The loss, if it is of the kind ``batch`` needs; else an InputError (the data's train_task and the loss
+        disagree, which the CLI's link rules out)."""
+        if not isinstance(self.loss, kind):
+            raise InputError(
+                f"model.loss is {type(self.loss).__name__} but the batch is a {type(batch).__name__}; set "
+                f"data.train_task to {self.loss.train_task!r} (the CLI links it from the loss)"
+            )
+        return self.loss
+
+    def training_step(self, batch: TrainBatch | PairBatch, batch_idx: int) -> torch.Tensor:
         out = self.compute_loss(batch)
         self._stop_on_non_finite(out.loss, batch, batch_idx)
         size = len(batch)
@@ -172,11 +194,19 @@ class UniversalRetriever(L.LightningModule):
                 "train/loss_text_negatives": out.text_negatives,
                 "train/negatives_per_query": out.candidates_per_query,
                 "train/logit_scale": self.logit_scale().detach(),
-                "train/negatives_version": batch.negatives_version.max().float(),
-                "train/skipped_images": batch.docs.skipped_images,
             },
             batch_size=size,
         )
+        if isinstance(batch, TrainBatch):
+            self.log_dict(
+                {
+                    "train/negatives_version": batch.negatives_version.max().float(),
+                    "train/skipped_images": batch.docs.skipped_images,
+                },
+                batch_size=size,
+            )
+        else:
+            self.log("train/skipped_images", batch.skipped_images, batch_size=size)
         if self._logs_this_step():  # torchmetrics groups query by query: only on the steps the logger records
             self.log_dict(self.in_batch_metrics(out), batch_size=size)  # per rank: modalities differ across ranks
         return out.loss
@@ -186,15 +216,15 @@ class UniversalRetriever(L.LightningModule):
         trainer = self._trainer
         return trainer is None or bool(trainer._logger_connector.should_update_logs)
 
-    def _stop_on_non_finite(self, loss: torch.Tensor, batch: TrainBatch, batch_idx: int) -> None:
+    def _stop_on_non_finite(self, loss: torch.Tensor, batch: TrainBatch | PairBatch, batch_idx: int) -> None:
         bad = not bool(torch.isfinite(loss))
         if self._trainer is not None:
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
-            qids = batch.queries.ids
+            what, ids = ("queries", batch.queries.ids) if isinstance(batch, TrainBatch) else ("images", batch.ids)
             raise FloatingPointError(
-                f"non-finite loss {loss.item()} at global step {self.global_step}, batch {batch_idx} (queries "
-                f"{qids[:8]}); "
+                f"non-finite loss {loss.item()} at global step {self.global_step}, batch {batch_idx} ({what} "
+                f"{ids[:8]}); "
                 "lower model.lr, check the data, or use precision 32"
             )
 

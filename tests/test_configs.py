@@ -25,7 +25,10 @@ def _print_config(args: list[str], capsys: pytest.CaptureFixture) -> dict:
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: Path(p).stem)
 def test_recipe_parses(recipe: str, capsys: pytest.CaptureFixture) -> None:
     config = _print_config(["--config", BASE, "--config", recipe], capsys)
-    assert config["model"]["encoder"]["class_path"].endswith("CLIPEncoder")
+    own = yaml.safe_load(Path(recipe).read_text()).get("model", {}).get("encoder", {})
+    encoder = own.get("class_path", "lightning_modules.encoders.CLIPEncoder")
+    assert config["model"]["encoder"]["class_path"] == encoder
+    assert config["model"]["encoder"]["init_args"].items() >= own.get("init_args", {}).items()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: Path(p).stem)

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from lightning_modules.checkpoint_config import qualified_name
+from retrieval.errors import InputError
 
 #: Whatever a processor's ``tokenize`` returns: a token tensor (CLIP) or a dict of tensors (HF).
 TextBatch = Any
@@ -27,6 +28,10 @@ class Processor(Protocol):
     image_shape: tuple[int, int, int]
 
     def tokenize(self, texts: list[str]) -> TextBatch: ...
+
+    def tokenize_captions(self, captions: list[str]) -> TextBatch:
+        """Tokens of image docs' captions (MARVEL wraps them in its patch-token template)."""
+        ...
 
     def image_transform(self, image: Image.Image) -> torch.Tensor: ...
 
@@ -61,6 +66,10 @@ class RetrievalEncoder(nn.Module, ABC):
     ) -> torch.Tensor:
         """[N, D] normalised image-doc vectors from pixels and captions (``image_valid`` False: caption only)."""
 
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, D] normalised vectors of pictures alone (image-caption pretraining)."""
+        raise InputError(f"{type(self).__name__} has no embedding of pictures alone; train it on queries")
+
 
 class SimpleProcessor:
     """A processor made of a tokenizer callable and an image transform callable."""
@@ -77,6 +86,9 @@ class SimpleProcessor:
 
     def tokenize(self, texts: list[str]) -> TextBatch:
         return self.tokenizer(texts)
+
+    def tokenize_captions(self, captions: list[str]) -> TextBatch:
+        return self.tokenizer(captions)
 
     def image_transform(self, image: Image.Image) -> torch.Tensor:
         return self.transform(image)

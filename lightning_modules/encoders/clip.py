@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.encoders.base import Processor, RetrievalEncoder, SimpleProcessor, TextBatch
+from lightning_modules.encoders.checkpoints import ENCODER_PREFIX, read_module_state
 from retrieval.errors import InputError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -57,26 +58,12 @@ def create_clip(model_name: str, pretrained: str | None) -> tuple[torch.nn.Modul
 
 
 #: Prefix of the CLIP weights inside a checkpoint of this project's LightningModule.
-LIGHTNING_PREFIX = "encoder.model."
+LIGHTNING_PREFIX = ENCODER_PREFIX + "model."
 
 
 def load_clip_weights(model: torch.nn.Module, checkpoint: Path, model_name: str) -> None:
     """Load an open_clip state dict, or the CLIP part of one of our Lightning checkpoints, strictly."""
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, truncated, or unsafe pickle
-        raise InputError(
-            f"cannot read checkpoint {checkpoint}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = {
-            k[len(LIGHTNING_PREFIX) :]: v for k, v in state["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)
-        }
-    if not isinstance(state, dict) or not state:
-        raise InputError(
-            f"checkpoint {checkpoint} holds no CLIP weights; give an open_clip state dict or a checkpoint of "
-            f"this project"
-        )
+    state = read_module_state(checkpoint, LIGHTNING_PREFIX, "CLIP")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -130,6 +117,9 @@ class CLIPEncoder(RetrievalEncoder):
         if image_valid is not None:
             image = image * image_valid.to(image.dtype).unsqueeze(-1)
         return F.normalize(image + self.model.encode_text(caption_tokens), dim=-1)
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.encode_image(pixels), dim=-1)
 
     def save_open_clip_checkpoint(self, path: str | Path) -> Path:
         """Save the CLIP weights in open_clip's format, loadable by ``pretrained: <path>``."""
