@@ -290,7 +290,11 @@ class RetrieverCLI(LightningCLI):
                 f"checkpoints/best.ckpt or last.ckpt, listed in its {MANIFEST})"
             )
         if ckpt_path:
-            report_checkpoint_differences(ckpt_path, config.model)
+            self.compare_with_checkpoint(ckpt_path, config.model)
+
+    def compare_with_checkpoint(self, ckpt_path: str, model_config: Any) -> None:
+        """List the model settings that differ from the checkpoint's; refuse another encoder architecture."""
+        report_checkpoint_differences(ckpt_path, model_config)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None or self.subcommand in STANDALONE:
@@ -366,7 +370,13 @@ def _loggers(value: Any) -> list[Any]:
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:
-    """Build (and by default run) the CLI for ``args`` (the command line when None)."""
+    """Build (and by default run) the CLI for ``args`` (the command line when None): the verbalizer's
+    (``commands.verbalizer_cli``) for ``verbalize`` and for configurations whose model is the image verbalizer."""
+    from commands.verbalizer_cli import VerbalizerCLI, uses_verbalizer
+
+    arguments = sys.argv[1:] if args is None else args
+    if uses_verbalizer(arguments):
+        return VerbalizerCLI.build(args, run)
     return RetrieverCLI(
         UniversalRetriever,
         WebQADataModule,

@@ -29,7 +29,9 @@ def write_expanded(data_dir: Path, name: str = "all_imgs_exp.json", drop: int = 
 def test_caption_file_with_missing_ids_is_an_error_naming_them(data_copy: Path) -> None:
     write_expanded(data_copy, drop=1)
     last = [json.loads(line) for line in (data_copy / "all_imgs.json").read_text().splitlines() if line.strip()][-1]
-    with pytest.raises(InputError, match=rf"all_imgs_exp.json.*1 image id\(s\) of all_imgs.json missing.*{last['image_id']}"):
+    with pytest.raises(
+        InputError, match=rf"all_imgs_exp.json.*1 image id\(s\) of all_imgs.json missing.*{last['image_id']}"
+    ):
         Corpus.from_release(data_copy, "all_imgs_exp.json")
 
 
