@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from builders import webqa_datamodule
 from datamodules.webqa_release import Corpus
 from retrieval.errors import InputError
+
+from builders import webqa_datamodule
 
 
 def write_expanded(data_dir: Path, name: str = "all_imgs_exp.json", drop: int = 0, extra: str | None = None) -> Path:

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_commands import run_in_process
 
-from builders import corrupt_image
 from commands.verbalize import shard_dir
 from datamodules.verbalization_datamodule import VerbalizationBatch
 from lightning_modules.captioner import build_vision_encoder_decoder, load_image_to_text
 from lightning_modules.verbalizer import ImageVerbalizer
 from retrieval.errors import InputError
 
+from builders import corrupt_image
 from cli_runs import train
-from test_commands import run_in_process
 
 CONFIG = "configs/verbalization/query_generator_tiny.yaml"
 #: Greedy, 3 tokens, small batches and shards: the tests' generation settings.
@@ -81,9 +81,8 @@ def generator(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     fit = run_in_process(
         "fit",
         *["--config", CONFIG, *data, *FAST, *QUIET, "--run_dir", str(root / "fit")],
-        "--data.skip_bad_images",
-        "true",
-        *"--trainer.max_epochs 1 --trainer.limit_val_batches 1 --trainer.limit_train_batches 3 --trainer.log_every_n_steps 1 --trainer.check_val_every_n_epoch 1".split(),
+        *"--data.skip_bad_images true --trainer.max_epochs 1 --trainer.limit_train_batches 3".split(),
+        *"--trainer.limit_val_batches 1 --trainer.check_val_every_n_epoch 1 --trainer.log_every_n_steps 1".split(),
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = next((root / "fit" / "checkpoints").glob("best-step*.ckpt"))
