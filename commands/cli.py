@@ -290,11 +290,7 @@ class RetrieverCLI(LightningCLI):
                 f"checkpoints/best.ckpt or last.ckpt, listed in its {MANIFEST})"
             )
         if ckpt_path:
-            self.compare_with_checkpoint(ckpt_path, config.model)
-
-    def compare_with_checkpoint(self, ckpt_path: str, model_config: Any) -> None:
-        """List the model settings that differ from the checkpoint's; refuse another encoder architecture."""
-        report_checkpoint_differences(ckpt_path, model_config)
+            report_checkpoint_differences(ckpt_path, config.model, config.get("data"))
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None or self.subcommand in STANDALONE:

@@ -24,7 +24,6 @@ from commands.cli import RetrieverCLI, RunConfig
 from commands.parser import RetrieverArgumentParser
 from commands.verbalize import run_verbalize
 from datamodules.verbalization_datamodule import VerbalizationDataModule
-from lightning_modules.checkpoint_config import hyperparameter_differences
 from lightning_modules.verbalizer import ImageVerbalizer
 
 #: The model class that selects this CLI in a configuration file.
@@ -108,15 +107,6 @@ class VerbalizerCLI(RetrieverCLI):
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         return LightningCLI._prepare_subcommand_parser(self, klass, subcommand, **kwargs)
-
-    def compare_with_checkpoint(self, ckpt_path: str, model_config: Any) -> None:
-        import torch
-
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
-        init_args = model_config.get("init_args") or {}
-        differing = hyperparameter_differences(saved, init_args)
-        if differing:
-            print(f"the configuration differs from the checkpoint's settings in: {', '.join(differing)}")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = LightningCLI.instantiate_trainer(self, **kwargs)

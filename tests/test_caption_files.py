@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from datamodules.webqa_release import Corpus
-from retrieval.errors import InputError
+from lightning_modules.checkpoint_config import report_checkpoint_differences
+from retrieval.errors import DataWarning, InputError
 
 from builders import webqa_datamodule
 
@@ -76,3 +79,13 @@ def test_training_mining_and_evaluation_encode_the_one_caption_file(data_copy: P
         read[name] = {text for text in recorder.texts if " [SEP] marker" in text}
         assert not set(recorder.texts) & plain, name  # no plain caption reached the encoder
     assert all(read.values()), {name: len(texts) for name, texts in read.items()}
+
+
+def test_a_checkpoint_trained_on_another_caption_file_is_warned_about(tmp_path: Path) -> None:
+    ckpt = tmp_path / "trained.ckpt"
+    torch.save({"hyper_parameters": {}, "datamodule_hyper_parameters": {"caption_file": "all_imgs.json"}}, ckpt)
+    with pytest.warns(DataWarning, match=r"trained on caption file 'all_imgs.json' but this command reads 'exp.json'"):
+        report_checkpoint_differences(ckpt, {"encoder": {}}, {"caption_file": "exp.json"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report_checkpoint_differences(ckpt, {"encoder": {}}, {"caption_file": "all_imgs.json"})
