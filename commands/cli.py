@@ -373,10 +373,12 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:
     arguments = sys.argv[1:] if args is None else args
     if uses_verbalizer(arguments):
         return VerbalizerCLI.build(args, run)
-    return RetrieverCLI(
-        UniversalRetriever,
-        WebQADataModule,
-        trainer_class=RetrieverTrainer,
+    return RetrieverCLI(UniversalRetriever, WebQADataModule, trainer_class=RetrieverTrainer, **cli_options(args, run))
+
+
+def cli_options(args: list[str] | None, run: bool) -> dict[str, Any]:
+    """The Lightning CLI options every CLI of this project shares (configuration files, parser, run config)."""
+    return dict(
         args=args,
         run=run,
         save_config_callback=RunConfig,

@@ -20,8 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.run_directory import run_directory
 from callbacks.run_manifest import RunManifest
-from commands.cli import RetrieverCLI, RunConfig
-from commands.parser import RetrieverArgumentParser
+from commands.cli import RetrieverCLI, cli_options
 from commands.verbalize import run_verbalize
 from datamodules.verbalization_datamodule import VerbalizationDataModule
 from lightning_modules.verbalizer import ImageVerbalizer
@@ -89,12 +88,7 @@ class VerbalizerCLI(RetrieverCLI):
             VerbalizationDataModule,
             subclass_mode_model=True,
             trainer_class=VerbalizerTrainer,
-            args=args,
-            run=run,
-            save_config_callback=RunConfig,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf"},
-            parser_class=RetrieverArgumentParser,
+            **cli_options(args, run),
         )
 
     @staticmethod
