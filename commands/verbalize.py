@@ -172,7 +172,8 @@ def run_verbalize(
         claim_shard_dir(out, settings)
     pending = [k for k, shard in enumerate(shards) if read_shard(shard_path(out, k, len(shards)), shard) is None]
     mine = pending[trainer.global_rank :: trainer.world_size]
-    summary: dict[str, Any] = {"shards": len(shards), "shards_reused": len(shards) - len(pending)}
+    setup = {key: settings[key] for key in ("model", "ckpt_path", "data_dir", "caption_file", "shard_size")}
+    summary: dict[str, Any] = {**setup, "shards": len(shards), "shards_reused": len(shards) - len(pending)}
 
     def merge() -> None:
         summary.update(merge_shards(out, datamodule.records, shards, summary))

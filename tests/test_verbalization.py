@@ -115,6 +115,7 @@ def test_verbalized_file_keeps_the_release_schema_and_the_plain_caption_of_an_un
     counts = (summary["images"], summary["verbalized"], summary["undecodable"], summary["undecodable_ids"])
     assert counts == (len(plain), len(plain) - 1, 1, [generator["bad_id"]])
     assert summary["shards"] == -(-len(plain) // 16) and summary["shards_reused"] == 0
+    assert summary["ckpt_path"] == str(generator["ckpt"].resolve()) and summary["model"]["mode"] == "query"
 
 
 def test_an_interrupted_run_resumes_without_regenerating_finished_shards(
