@@ -293,7 +293,7 @@ class RetrieverCLI(LightningCLI):
                 f"checkpoints/best.ckpt or last.ckpt, listed in its {MANIFEST})"
             )
         if ckpt_path:
-            report_checkpoint_differences(ckpt_path, config.model)
+            report_checkpoint_differences(ckpt_path, config.model, config.get("data"))
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is None or self.subcommand in STANDALONE:
@@ -369,11 +369,19 @@ def _loggers(value: Any) -> list[Any]:
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> RetrieverCLI:
-    """Build (and by default run) the CLI for ``args`` (the command line when None)."""
-    return RetrieverCLI(
-        UniversalRetriever,
-        WebQADataModule,
-        trainer_class=RetrieverTrainer,
+    """Build (and by default run) the CLI for ``args`` (the command line when None): the verbalizer's
+    (``commands.verbalizer_cli``) for ``verbalize`` and for configurations whose model is the image verbalizer."""
+    from commands.verbalizer_cli import VerbalizerCLI, uses_verbalizer
+
+    arguments = sys.argv[1:] if args is None else args
+    if uses_verbalizer(arguments):
+        return VerbalizerCLI.build(args, run)
+    return RetrieverCLI(UniversalRetriever, WebQADataModule, trainer_class=RetrieverTrainer, **cli_options(args, run))
+
+
+def cli_options(args: list[str] | None, run: bool) -> dict[str, Any]:
+    """The Lightning CLI options every CLI of this project shares (configuration files, parser, run config)."""
+    return dict(
         args=args,
         run=run,
         save_config_callback=RunConfig,

@@ -19,6 +19,8 @@ import numpy as np
 from retrieval.errors import InputError, Problems, first_ids, strict
 from retrieval.trec import read_qrels
 
+#: The release's plain caption file; any other caption file must hold the same image ids.
+PLAIN_CAPTIONS = "all_imgs.json"
 RELEASE_LAYOUT = (
     "train.json/dev.json/test.json (queries), all_docs.json (text docs), all_imgs.json (image captions), "
     "imgs.tsv + imgs.lineidx.new (images), dev_qrels.txt/test_qrels.txt"
@@ -186,9 +188,28 @@ class Corpus:
         for line_no, record in iter_jsonl(imgs_path, problems):
             if _has(record, "image_id", imgs_path, line_no, problems):
                 add(str(record["image_id"]), str(record.get("caption") or ""), f"{imgs_path}:{line_no}")
+        if imgs_path.name != PLAIN_CAPTIONS and (data_dir / PLAIN_CAPTIONS).is_file():
+            check_same_image_ids(data_dir / PLAIN_CAPTIONS, imgs_path, doc_ids[n_text:], problems)
         is_image = np.zeros(len(doc_ids), dtype=bool)
         is_image[n_text:] = True
         return cls(doc_ids=doc_ids, texts=texts, is_image=is_image, index={d: i for i, d in enumerate(doc_ids)})
+
+
+def check_same_image_ids(plain: Path, caption_file: Path, ids: list[str], problems: Problems) -> None:
+    """A caption file swapped in (``all_imgs_exp.json``, a verbalized one) must hold exactly ``all_imgs.json``'s
+    image ids: a doc missing or added would change the corpus that training, mining and evaluation search."""
+    expected = [str(r["image_id"]) for _, r in iter_jsonl(plain, Problems(collect=True)) if "image_id" in r]
+    have, want = set(ids), set(expected)
+    missing = [i for i in expected if i not in have]
+    extra = [i for i in ids if i not in want]
+    for found, text in ((missing, f"of {plain.name} missing"), (extra, f"not in {plain.name}")):
+        if found:
+            problems.error(
+                "caption_file_ids",
+                f"{caption_file}: {len(found)} image id(s) {text}, first: {first_ids(found)}; a caption file must "
+                f"hold exactly the images of {plain.name} (regenerate it with train.py verbalize)",
+                found,
+            )
 
 
 def unknown_ids_error(missing: list[str], where: str) -> InputError:

@@ -63,8 +63,9 @@ class ImageToText:
             "pixel_values": pixel_values.to(device=device, dtype=dtype),
             "num_beams": num_beams,
             "max_new_tokens": max_new_tokens,
-            "early_stopping": True,
         }
+        if num_beams > 1:
+            kwargs["early_stopping"] = True  # a beam search ends when num_beams finished candidates exist
         if prefix_ids is not None:
             prefix_ids = prefix_ids.to(device)
             mask = torch.ones_like(prefix_ids) if prefix_mask is None else prefix_mask.to(device)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from retrieval.errors import InputError
+from retrieval.errors import DataWarning, InputError
 
 #: Key of the checkpoint entry that records the encoder's architecture (written by ``UniversalRetriever``).
 ARCHITECTURE_KEY = "encoder_architecture"
@@ -70,10 +70,27 @@ def check_architecture(saved: Mapping[str, Any] | None, encoder_config: Any, ckp
             )
 
 
-def report_checkpoint_differences(ckpt_path: str | Path, model_config: Any) -> None:
-    """Refuse another architecture; print one line with the hyperparameters the configuration changes."""
+def check_caption_file(saved: Mapping[str, Any], data_config: Any, ckpt_path: str) -> None:
+    """Warn (one line) when a command reads another caption file than the checkpoint was trained on: the original
+    release mined with other captions than it trained with (DESIGN.md section 6)."""
+    trained, now = saved.get("caption_file"), (data_config or {}).get("caption_file")
+    if trained and now and trained != now:
+        rank_zero_warn(
+            f"{ckpt_path} was trained on caption file {trained!r} but this command reads {now!r}; training, mining "
+            f"and evaluation should read one caption file (pass --data.caption_file {trained} to match)",
+            category=DataWarning,
+        )
+
+
+def report_checkpoint_differences(ckpt_path: str | Path, model_config: Any, data_config: Any = None) -> None:
+    """Refuse another architecture; print one line with the hyperparameters the configuration changes; warn about
+    another caption file than the checkpoint's training data."""
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    check_architecture(checkpoint.get(ARCHITECTURE_KEY), model_config["encoder"], str(ckpt_path))
+    check_caption_file(checkpoint.get("datamodule_hyper_parameters", {}), data_config, str(ckpt_path))
+    if "encoder" not in model_config:  # not a retriever: nothing to compare the architecture with
+        model_config = model_config.get("init_args") or {}
+    else:
+        check_architecture(checkpoint.get(ARCHITECTURE_KEY), model_config["encoder"], str(ckpt_path))
     differences = hyperparameter_differences(checkpoint.get("hyper_parameters", {}), model_config)
     if differences:
         rank_zero_info(

@@ -43,3 +43,10 @@ def test_table3_ablations_set_the_strategy(capsys: pytest.CaptureFixture) -> Non
     )
     assert config["data"]["negative_strategy"] == "text2_image1"
     assert config["model"]["loss"]["init_args"]["hard_negatives"] is True
+
+
+@pytest.mark.parametrize("config", sorted((CONFIGS / "verbalization").glob("*.yaml")), ids=lambda p: p.stem)
+def test_verbalization_config_parses(config: Path, capsys: pytest.CaptureFixture) -> None:
+    parsed = _print_config(["--config", str(config)], capsys)
+    assert parsed["model"]["class_path"] == "lightning_modules.verbalizer.ImageVerbalizer"
+    assert (parsed["model"]["init_args"]["num_beams"], parsed["model"]["init_args"]["max_new_tokens"]) == (5, 20)
