@@ -87,6 +87,17 @@ class MiningData:
     corpus: Corpus
 
 
+def read_eval_split(data_dir: Path, name: str, corpus: Corpus) -> EvalSplit:
+    """Queries and qrels of ``dev`` or ``test`` in ``data_dir``, checked against ``corpus`` (positives that differ
+    from the qrels are a warning)."""
+    path, qrels_path = data_dir / f"{name}.json", data_dir / f"{name}_qrels.txt"
+    queries = read_queries(path)
+    qrels = read_qrels_file(qrels_path, name)
+    check_qrels_against(qrels, queries, corpus, str(qrels_path))
+    check_positives_against_qrels(queries, qrels, corpus, str(path), str(qrels_path), _warnings_only())
+    return EvalSplit(name, queries, qrels)
+
+
 def _warnings_only() -> Problems:
     """A strict sink whose warnings are Lightning's rank-zero warnings (one per run, not one per rank)."""
     return Problems(warn=lambda message: rank_zero_warn(message, category=DataWarning))
@@ -245,12 +256,7 @@ class WebQADataModule(L.LightningDataModule):
     def eval_split(self, name: str) -> EvalSplit:
         """Queries and qrels of ``dev`` or ``test`` (loaded once, checked against the corpus)."""
         if name not in self.splits:
-            path, qrels_path = self.data_dir / f"{name}.json", self.data_dir / f"{name}_qrels.txt"
-            queries = read_queries(path)
-            qrels = read_qrels_file(qrels_path, name)
-            check_qrels_against(qrels, queries, self.corpus, str(qrels_path))
-            check_positives_against_qrels(queries, qrels, self.corpus, str(path), str(qrels_path), _warnings_only())
-            self.splits[name] = EvalSplit(name, queries, qrels)
+            self.splits[name] = read_eval_split(self.data_dir, name, self.corpus)
         return self.splits[name]
 
     # ------------------------------------------------------------ dataloaders
