@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datamodules.webqa_datamodule import EvalSplit, WebQADataModule, read_eval_split
@@ -23,11 +23,10 @@ from datamodules.webqa_release import Corpus
 from retrieval.atomic import atomic_write
 from retrieval.bm25 import VIEWS, BM25Settings, build_or_load
 from retrieval.errors import InputError
-from retrieval.fusion import METHODS, check_runs_fit, interpolate, oracle_route, reciprocal_rank_fusion
+from retrieval.fusion import FusionSettings, check_runs_fit, oracle_route
 from retrieval.report import evaluate_runs, write_evaluation
 from retrieval.trec import read_trec_run, trec_order
 
-RUN_TAG = {"bm25": "bm25", "fuse": "fused"}
 SUMMARY = ("MRR@10", "NDCG@10", "Recall@100", "image_share@10", "text/MRR@10", "image/MRR@10")
 
 
@@ -98,7 +97,7 @@ def run_bm25(
             "data_dir": str(datamodule.data_dir),
             "caption_file": datamodule.hparams.caption_file,
             "split": split,
-            "settings": settings.__dict__,
+            "settings": asdict(settings),
             "docs": len(corpus),
             "queries": len(queries),
             "queries_without_match": len(queries) - len(runs["all"]),
@@ -109,9 +108,8 @@ def run_bm25(
         },
     )
     print(summary_line(f"bm25 ({split}, {len(queries)} queries, {len(corpus)} docs)", metrics))
-    print(
-        f"written: {out / 'run.trec'}, {out / 'metrics.json'} (index {'loaded from' if loaded else 'saved in'} {out / 'index'})"
-    )
+    how = "loaded from" if loaded else "saved in"
+    print(f"written: {out / 'run.trec'}, {out / 'metrics.json'} (index {how} {out / 'index'})")
     return metrics
 
 
@@ -119,49 +117,25 @@ def run_fusion(
     datamodule: WebQADataModule,
     runs: Sequence[str],
     out: str | Path = "runs/fused",
-    method: str = "rrf",
-    oracle_routing: bool = False,
-    weights: Sequence[float] | None = None,
-    rrf_k: float = 60.0,
-    normalisation: str = "minmax",
+    settings: FusionSettings = FusionSettings(),
     split: str = "test",
-    top_k: int = 100,
 ) -> dict[str, float]:
     """Fuse the run files ``runs`` (and route by the oracle); write ``run.trec`` and ``metrics.json`` into ``out``
     and return the metrics."""
-    if method not in METHODS:
-        raise InputError(f"unknown fusion method {method!r}; choose one of {', '.join(METHODS)}")
-    if top_k < 1:
-        raise InputError(f"--top_k must be >= 1, got {top_k}")
     data = read_split_data(datamodule, split)
     loaded = {path: read_trec_run(path) for path in runs}
     check_runs_fit(loaded, set(data.split.ids), data.corpus.index, split)
     rankings = list(loaded.values())
     if len(rankings) >= 2 and not set.intersection(*(set(run) for run in rankings)):
         raise InputError(f"the runs {', '.join(runs)} have no query in common; fuse runs of the same query set")
-    if method == "rrf":
-        fused = reciprocal_rank_fusion(rankings, k=rrf_k, weights=weights, depth=top_k)
-    else:
-        fused = interpolate(rankings, weights=weights, normalisation=normalisation, depth=top_k)
-    if oracle_routing:
+    fused = settings.fuse(rankings)
+    if settings.oracle_routing:
         fused = oracle_route(fused, data.split.qrels, data.image_doc_ids)
     fused = {qid: ranking for qid, ranking in fused.items() if ranking}
     metrics = evaluate_runs({"all": fused}, data.split.qrels, data.corpus.doc_ids, data.corpus.is_image)
     out = Path(out)
-    write_evaluation(out, fused, metrics, f"{method}{'-oracle' if oracle_routing else ''}-{split}")
-    _write_info(
-        out / "fusion.json",
-        {
-            "runs": list(runs),
-            "method": method,
-            "oracle_routing": oracle_routing,
-            "weights": list(weights) if weights is not None else None,
-            "rrf_k": rrf_k,
-            "normalisation": normalisation,
-            "split": split,
-            "top_k": top_k,
-        },
-    )
-    print(summary_line(f"fused ({method}{', oracle routing' if oracle_routing else ''})", metrics))
+    write_evaluation(out, fused, metrics, f"{settings.name}-{split}")
+    _write_info(out / "fusion.json", {"runs": list(runs), "split": split, **asdict(settings)})
+    print(summary_line(f"fused ({settings.name})", metrics))
     print(f"written: {out / 'run.trec'}, {out / 'metrics.json'}")
     return metrics

@@ -1,5 +1,5 @@
-"""The command line: ``python train.py {fit,validate,test,predict,mine,demo,check-data,bm25,fuse,reproduce} ...`` (one Lightning
-CLI).
+"""The command line: ``python train.py {fit,validate,test,predict,mine,demo,check-data,bm25,fuse,reproduce} ...``
+(one Lightning CLI).
 
 Every subcommand takes ``--help``, ``--config``, ``--print_config`` and dotted overrides. ``mine``, ``demo`` and
 ``check-data`` are methods of :class:`RetrieverTrainer`, added the way lightning-ir adds ``index``/``search``;
@@ -167,8 +167,11 @@ class RetrieverTrainer(L.Trainer):
             top_k: depth of the fused ranking.
         """
         from commands.baselines import run_fusion
+        from retrieval.fusion import FusionSettings
 
-        return run_fusion(datamodule, runs, out, method, oracle_routing, weights, rrf_k, normalisation, split, top_k)
+        weights_ = tuple(weights) if weights is not None else None
+        settings = FusionSettings(method, oracle_routing, weights_, rrf_k, normalisation, top_k)
+        return run_fusion(datamodule, runs, out, settings, split)
 
     @staticmethod
     def reproduce(

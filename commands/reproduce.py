@@ -18,14 +18,17 @@ rows (``--rows``) adds the rows they need. At the end: ``results.md``, ``results
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from callbacks.evaluation_writer import EvaluationWriter
 from callbacks.run_directory import MANIFEST
@@ -147,6 +150,23 @@ def _test(args: list[str], checkpoint: str | None) -> dict[str, Any]:
     return {"metrics": dict(written.metrics), "eval_dir": written.directory}
 
 
+class _ErrorLines(io.TextIOBase):
+    """A stderr that passes everything through and keeps the last ``error: ...`` line (without the prefix)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last: str | None = None
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.startswith("error: "):
+                self.last = line.removeprefix("error: ")
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 class Runner:
     """Runs the selected rows into ``out`` (see the module docstring)."""
 
@@ -182,19 +202,32 @@ class Runner:
         missing = [need for need in row.needs if need not in self.done]
         if missing:
             return {**base, "status": "failed", "error": f"needs row(s) {', '.join(missing)}, which did not finish"}
+        self._set_aside_unfinished(row.name)
         start = time.perf_counter()
         log.info("row %s: %s", row.name, row.label)
+        stderr = _ErrorLines(sys.stderr)
         try:
-            outcome = self.execute(row)
+            with contextlib.redirect_stderr(stderr):
+                outcome = self.execute(row)
         except (Exception, SystemExit) as err:  # one row's failure must not lose the others
             log.error("row %s failed:\n%s", row.name, traceback.format_exc())
-            message = error_message(err) if isinstance(err, Exception) else f"exited with status {err.code}"
+            # a command's parser reports on stderr and exits: its "error: ..." line is the row's error
+            message = error_message(err) if isinstance(err, Exception) else stderr.last or f"exit status {err.code}"
             return {**base, "status": "failed", "error": message.splitlines()[0] if message else type(err).__name__}
         result = {**base, "status": "done", "minutes": (time.perf_counter() - start) / 60, **outcome}
         with atomic_write(self.row_dir(row.name) / RESULT) as handle:
             json.dump(result, handle, indent=2)
         self.done[row.name] = result
         return result
+
+    def _set_aside_unfinished(self, name: str) -> None:
+        """A folder left by a failed or interrupted attempt of the row is renamed ``<row>.attempt-<N>`` (kept for
+        its logs), so the row starts in an empty folder."""
+        folder = self.row_dir(name)
+        if folder.exists():
+            attempt = 1 + sum(1 for _ in folder.parent.glob(f"{name}.attempt-*"))
+            folder.rename(folder.with_name(f"{name}.attempt-{attempt}"))
+            log.info("row %s: the unfinished attempt in %s is kept as %s.attempt-%d", name, folder, name, attempt)
 
     def execute(self, row: Row) -> dict[str, Any]:
         runners: dict[str, Callable[[Row], dict[str, Any]]] = {
@@ -244,12 +277,13 @@ class Runner:
 
     def _fusion(self, row: Row) -> dict[str, Any]:
         from commands.baselines import run_fusion
+        from retrieval.fusion import FusionSettings
 
         text_run = Path(self.done["bm25"]["eval_dir"]) / view_run_file("text")
         image_run = Path(self.done["clip_dpr"]["eval_dir"]) / view_run_file("image")
         folder = self.row_dir(row.name)
         runs = [str(text_run), str(image_run)]
-        metrics = run_fusion(self.datamodule, runs, folder, "rrf", oracle_routing=row.oracle)
+        metrics = run_fusion(self.datamodule, runs, folder, FusionSettings("rrf", oracle_routing=row.oracle))
         return {"metrics": metrics, "eval_dir": str(folder), "fused": runs}
 
 

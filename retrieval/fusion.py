@@ -14,8 +14,11 @@ Runs are ``qid -> [(docid, score)]``; the fused run keeps each query's top ``dep
 
 from __future__ import annotations
 
+import heapq
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from retrieval.errors import InputError, first_ids
 from retrieval.trec import trec_order
@@ -23,6 +26,7 @@ from retrieval.trec import trec_order
 Run = Mapping[str, Sequence[tuple[str, float]]]
 FusedRun = dict[str, list[tuple[str, float]]]
 METHODS = ("rrf", "interpolation")
+_SCORE_THEN_DOC = operator.itemgetter(1, 0)
 NORMALISATIONS = ("minmax", "zscore")
 
 
@@ -38,8 +42,15 @@ def _weights(runs: Sequence[Run], weights: Sequence[float] | None) -> list[float
     return [float(w) for w in weights]
 
 
+def _ranked(ranking: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """A ranking in trec_eval's order (score descending, ties by doc id descending); cheap when already sorted."""
+    return sorted(ranking, key=_SCORE_THEN_DOC, reverse=True)
+
+
 def _top(scores: dict[str, float], depth: int) -> list[tuple[str, float]]:
-    return trec_order(scores.items())[:depth]
+    if any(map(math.isnan, scores.values())):
+        raise InputError("a fused score is NaN; check the input runs' scores")
+    return heapq.nlargest(depth, scores.items(), key=_SCORE_THEN_DOC)
 
 
 def reciprocal_rank_fusion(
@@ -53,8 +64,9 @@ def reciprocal_rank_fusion(
     for run, weight in zip(runs, weights):
         for qid, ranking in run.items():
             scores = fused.setdefault(qid, {})
-            for rank, (doc, _) in enumerate(trec_order(ranking), start=1):
-                scores[doc] = scores.get(doc, 0.0) + weight / (k + rank)
+            get = scores.get
+            for rank, (doc, _) in enumerate(_ranked(ranking), start=1):
+                scores[doc] = get(doc, 0.0) + weight / (k + rank)
     return {qid: _top(scores, depth) for qid, scores in fused.items()}
 
 
@@ -98,6 +110,36 @@ def interpolate(
         }
         fused[qid] = _top(scores, depth)
     return fused
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """How runs are fused: ``method`` (``rrf`` or ``interpolation``) with its parameters, oracle routing after it,
+    and the depth of the fused ranking."""
+
+    method: str = "rrf"
+    oracle_routing: bool = False
+    weights: tuple[float, ...] | None = None
+    rrf_k: float = 60.0
+    normalisation: str = "minmax"
+    top_k: int = 100
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS or self.top_k < 1:
+            raise InputError(
+                f"fusion method {self.method!r}, top_k {self.top_k}: choose a method among {', '.join(METHODS)} "
+                "and a top_k >= 1"
+            )
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}{'-oracle' if self.oracle_routing else ''}"
+
+    def fuse(self, runs: Sequence[Run]) -> FusedRun:
+        """The runs fused by the method (oracle routing is applied by the caller, who has the qrels)."""
+        if self.method == "rrf":
+            return reciprocal_rank_fusion(runs, k=self.rrf_k, weights=self.weights, depth=self.top_k)
+        return interpolate(runs, weights=self.weights, normalisation=self.normalisation, depth=self.top_k)
 
 
 def query_modalities(qrels: Mapping[str, Mapping[str, int]], image_doc_ids: set[str]) -> dict[str, set[bool]]:
