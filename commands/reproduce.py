@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 from callbacks.evaluation_writer import EvaluationWriter
 from callbacks.run_directory import MANIFEST
 from datamodules.webqa_datamodule import WebQADataModule
@@ -209,6 +211,8 @@ class Runner:
         try:
             with contextlib.redirect_stderr(stderr):
                 outcome = self.execute(row)
+        except SIGTERMException:  # the runner itself is being stopped (Lightning turns SIGTERM into this exit)
+            raise
         except (Exception, SystemExit) as err:  # one row's failure must not lose the others
             log.error("row %s failed:\n%s", row.name, traceback.format_exc())
             # a command's parser reports on stderr and exits: its "error: ..." line is the row's error
