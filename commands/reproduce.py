@@ -259,7 +259,7 @@ class Runner:
         args = self.settings.args(config, row.ablation, self.row_dir(row.name), epochs)
         cli_main(["fit", *args, *extra])
         checkpoint = _checkpoint(self.row_dir(row.name))
-        return {**_test(args, checkpoint), "checkpoint": checkpoint}, args
+        return {**_test(args, checkpoint), "checkpoint": checkpoint, "fit_args": [*args, *extra]}, args
 
     def _in_batch(self, row: Row) -> dict[str, Any]:
         from commands.cli import cli_main
