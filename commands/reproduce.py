@@ -172,11 +172,19 @@ class _ErrorLines(io.TextIOBase):
 class Runner:
     """Runs the selected rows into ``out`` (see the module docstring)."""
 
-    def __init__(self, out: Path, settings: Settings, datamodule: WebQADataModule, progress: bool = True) -> None:
+    def __init__(
+        self,
+        out: Path,
+        settings: Settings,
+        datamodule: WebQADataModule,
+        progress: bool = True,
+        report_only: bool = False,
+    ) -> None:
         self.out = out
         self.settings = settings
         self.datamodule = datamodule
         self.progress = progress
+        self.report_only = report_only
         self.done: dict[str, dict[str, Any]] = {}
 
     def row_dir(self, name: str) -> Path:
@@ -201,6 +209,8 @@ class Runner:
             log.info("row %s: finished in an earlier run, skipped", row.name)
             self.done[row.name] = saved
             return {**saved, "resumed": True}
+        if self.report_only:
+            return {**base, "status": "not run", "error": "not finished yet (a report of the finished rows only)"}
         missing = [need for need in row.needs if need not in self.done]
         if missing:
             return {**base, "status": "failed", "error": f"needs row(s) {', '.join(missing)}, which did not finish"}
@@ -299,6 +309,7 @@ def run_reproduce(
     embedding_sample: int = 30,
     wandb: bool = False,
     progress: bool = True,
+    report_only: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the rows into ``out``, then write ``results.md``, ``results.json`` and the plots; return the rows."""
     from commands import reproduce_plots as plots
@@ -308,7 +319,7 @@ def run_reproduce(
     settings = settings or Settings(datamodule.hparams.data_dir, datamodule.hparams.caption_file)
     selected = select_rows(rows)
     start = time.perf_counter()
-    runner = Runner(out, settings, datamodule, progress)
+    runner = Runner(out, settings, datamodule, progress, report_only)
     results = runner.run(selected)
     datamodule.prepare_data()
     true_share = plots.image_query_share(datamodule.data_dir, "test")
@@ -328,7 +339,7 @@ def run_reproduce(
         )
     if wandb:
         plots.log_to_wandb(out, results, figures)
-    failed = [r["name"] for r in results if r["status"] != "done"]
+    failed = [r["name"] for r in results if r["status"] == "failed"]
     print(f"\n{table}\n\nwritten: {out / 'results.md'}, {out / 'results.json'}, {', '.join(map(str, figures))}")
     if failed:
         print(f"failed rows: {', '.join(failed)} (rerun the same command to retry them; finished rows are kept)")

@@ -33,7 +33,7 @@ def _cell(result: dict[str, Any], key: str) -> str:
 
 def _status(result: dict[str, Any]) -> str:
     if result["status"] != "done":
-        return f"failed: {result.get('error', '')}".replace("|", "/")
+        return f"{result['status']}: {result.get('error', '')}".replace("|", "/")
     return f"{result['minutes']:.1f} min" + (" (earlier run)" if result.get("resumed") else "")
 
 
