@@ -193,6 +193,8 @@ def test_runner_reports_a_failed_row_keeps_the_others_and_resumes(tiny_data_dir:
     assert "failed: " in table and f"| {first[0]['metrics']['MRR@10']:.2f} |" in table
     bm25_result = tmp_path / "rows" / "bm25" / "result.json"
     stamp = bm25_result.stat().st_mtime_ns
+    report = run_reproduce(datamodule, tmp_path, ["bm25", "zero_shot"], broken, 0, progress=False, report_only=True)
+    assert [(r["name"], r["status"]) for r in report] == [("bm25", "done"), ("zero_shot", "not run")]
     fixed = Settings(str(tiny_data_dir), "all_imgs.json", overrides=fast)
     second = run_reproduce(datamodule, tmp_path, ["zero_shot", "bm25"], fixed, embedding_sample=0, progress=False)
     assert [(r["name"], r["status"], r.get("resumed", False)) for r in second] == [
