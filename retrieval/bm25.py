@@ -54,15 +54,14 @@ class BM25Settings:
             )
 
 
-def tokenize(texts: Sequence[str], settings: BM25Settings, progress: bool = False) -> list[list[str]]:
-    """Each text as its list of (stemmed) tokens, stop words removed."""
+def tokenize(
+    texts: Sequence[str], settings: BM25Settings, progress: bool = False, as_ids: bool = False
+) -> list[list[str]] | bm25s.tokenization.Tokenized:
+    """Each text as its list of (stemmed) tokens, stop words removed (``as_ids``: token ids and their vocabulary,
+    what ``bm25s`` indexes)."""
     stemmer = Stemmer.Stemmer(settings.stemmer) if settings.stemmer else None
     return bm25s.tokenize(
-        list(texts),
-        stopwords=settings.stopwords,
-        stemmer=stemmer,
-        return_ids=False,
-        show_progress=progress,
+        list(texts), stopwords=settings.stopwords, stemmer=stemmer, return_ids=as_ids, show_progress=progress
     )
 
 
@@ -103,10 +102,8 @@ class BM25Index:
             raise ValueError(f"{len(doc_ids)} doc ids, {len(texts)} texts and {len(is_image)} modality flags")
         if not doc_ids:
             raise InputError("the corpus is empty; BM25 needs at least one doc")
-        stemmer = Stemmer.Stemmer(settings.stemmer) if settings.stemmer else None
-        tokens = bm25s.tokenize(list(texts), stopwords=settings.stopwords, stemmer=stemmer, show_progress=progress)
         retriever = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
-        retriever.index(tokens, show_progress=progress)
+        retriever.index(tokenize(texts, settings, progress, as_ids=True), show_progress=progress)
         return cls(retriever, list(doc_ids), np.asarray(is_image, dtype=bool), settings)
 
     def view_mask(self, view: str) -> np.ndarray | None:
