@@ -1,5 +1,5 @@
-"""The command line: ``python train.py {fit,validate,test,predict,mine,demo,check-data} --config ...`` (one Lightning
-CLI).
+"""The command line: ``python train.py {fit,validate,test,predict,mine,demo,check-data,bm25,fuse,reproduce} ...``
+(one Lightning CLI).
 
 Every subcommand takes ``--help``, ``--config``, ``--print_config`` and dotted overrides. ``mine``, ``demo`` and
 ``check-data`` are methods of :class:`RetrieverTrainer`, added the way lightning-ir adds ``index``/``search``;
@@ -44,11 +44,11 @@ RUN_DIR_ENV = "UNIVL_RUN_DIR"
 #: Root of the run directories when the configuration names no ``trainer.default_root_dir``.
 DEFAULT_ROOT = "runs"
 #: Subcommands that build no model, data or trainer from the configuration (they run their own method).
-STANDALONE = ("demo", "check-data")
+STANDALONE = ("demo", "check-data", "bm25", "fuse", "reproduce")
 #: Subcommands whose name on the command line is not the name of their Trainer method.
 METHOD_OF = {"check-data": "check_data"}
-#: Sections of the shared config files that ``check-data`` accepts and ignores (it reads ``data`` only).
-IGNORED_BY_CHECK_DATA = ("seed_everything", "trainer", "model", "optimizer", "lr_scheduler", "ckpt_path", "run_dir")
+#: Sections of the shared config files that ``check-data``, ``bm25``, ``fuse`` and ``reproduce`` accept and ignore.
+IGNORED_BY_DATA_COMMANDS = ("seed_everything", "trainer", "model", "optimizer", "lr_scheduler", "ckpt_path", "run_dir")
 
 
 class RetrieverTrainer(L.Trainer):
@@ -109,6 +109,123 @@ class RetrieverTrainer(L.Trainer):
         from commands.demo import run_demo
 
         return run_demo(Path(out), size, seed, stage1_epochs, stage3_epochs, refresh_every)
+
+    @staticmethod
+    def bm25(
+        datamodule: WebQADataModule,
+        split: str = "test",
+        out: str = "runs/bm25",
+        k1: float = 0.9,
+        b: float = 0.4,
+        stemmer: str | None = "english",
+        top_k: int = 100,
+        threads: int = 0,
+    ) -> dict[str, float]:
+        """BM25 over the mixed corpus (facts and captions): OUT/run.trec, run-text.trec, run-image.trec, metrics.json.
+
+        Args:
+            datamodule: the data settings (``--data.data_dir``, ``--data.caption_file``; ``--config`` files are read
+                for them).
+            split: the queries to search, ``dev`` or ``test``.
+            out: output folder (the index is saved in ``OUT/index`` and reused when corpus and settings match).
+            k1: BM25's term-frequency saturation.
+            b: BM25's length normalisation.
+            stemmer: a Snowball stemmer of PyStemmer (``english``), or ``null`` for none.
+            top_k: depth of each ranking.
+            threads: search threads (0: the calling thread).
+        """
+        from commands.baselines import run_bm25
+        from retrieval.bm25 import BM25Settings
+
+        return run_bm25(datamodule, split, out, BM25Settings(k1=k1, b=b, stemmer=stemmer), top_k, threads)
+
+    @staticmethod
+    def fuse(
+        datamodule: WebQADataModule,
+        runs: list[str],
+        out: str = "runs/fused",
+        method: str = "rrf",
+        oracle_routing: bool = False,
+        weights: list[float] | None = None,
+        rrf_k: float = 60.0,
+        normalisation: str = "minmax",
+        split: str = "test",
+        top_k: int = 100,
+    ) -> dict[str, float]:
+        """Fuse run files (divide and conquer): OUT/run.trec and metrics.json.
+
+        Args:
+            datamodule: the data settings the runs were searched on (corpus, qrels of ``split``).
+            runs: two or more TREC run files (e.g. BM25's run-text.trec and a dense test's run-image.trec).
+            out: output folder.
+            method: ``rrf`` (reciprocal rank fusion) or ``interpolation`` (normalised scores, weighted sum).
+            oracle_routing: keep for each query only the docs of its relevant docs' modality (paper's upper bound).
+            weights: one weight per run (default: all 1).
+            rrf_k: RRF's constant.
+            normalisation: ``minmax`` or ``zscore``, per query and run (interpolation).
+            split: ``dev`` or ``test``.
+            top_k: depth of the fused ranking.
+        """
+        from commands.baselines import run_fusion
+        from retrieval.fusion import FusionSettings
+
+        weights_ = tuple(weights) if weights is not None else None
+        settings = FusionSettings(method, oracle_routing, weights_, rrf_k, normalisation, top_k)
+        return run_fusion(datamodule, runs, out, settings, split)
+
+    @staticmethod
+    def reproduce(
+        datamodule: WebQADataModule,
+        out: str = "runs/reproduce",
+        rows: list[str] | None = None,
+        stage1_config: str = "configs/tiny/clip_dpr_tiny.yaml",
+        stage3_config: str = "configs/tiny/univl_dr_tiny.yaml",
+        extra_configs: list[str] | None = None,
+        overrides: list[str] | None = None,
+        stage1_epochs: int | None = None,
+        stage3_epochs: int | None = None,
+        seed: int = 0,
+        embedding_sample: int = 30,
+        wandb: bool = False,
+        report_only: bool = False,
+    ) -> int:
+        """The rows of paper Table 1 and Table 3, resumable: OUT/results.md, results.json, plots.
+
+        Args:
+            datamodule: the data settings (``--data.data_dir``, ``--data.caption_file``) every row runs on.
+            out: output folder (each row in ``OUT/rows/<row>``; a finished row is skipped on a rerun).
+            rows: the rows to run (default all; the rows they need are added): bm25, zero_shot, clip_dpr,
+                inbatch_balanced, bm25_clip_dpr_rrf, bm25_clip_dpr_oracle, univl_dr, hn_only_text, hn_only_image,
+                hn_text2_image1, hn_text1_image2, hn_random, hn_balanced.
+            stage1_config: the in-batch recipe (CLIP-DPR, zero-shot, balanced in-batch).
+            stage3_config: the hard-negative recipe (UniVL-DR and the Table 3 hard-negative ablations).
+            extra_configs: configs composed after the recipe and the ablation (e.g. configs/trainers/gpu.yaml).
+            overrides: more CLI arguments for every training and test command (e.g. ["--data.num_workers", "0"]).
+            stage1_epochs: epochs of the in-batch rows (default: the recipe's).
+            stage3_epochs: epochs of the hard-negative rows (default: the recipe's).
+            seed: seed of every row (``seed_everything``) and of the embedding picture's sample.
+            embedding_sample: queries, text docs and image docs each in the embedding picture (0: no picture).
+            wandb: log the results table and the figures to W&B (offline without an API key).
+            report_only: run nothing; write the tables and figures of the rows finished so far.
+
+        Returns:
+            The exit status: 1 when a row failed, else 0.
+        """
+        from commands.reproduce import Settings, run_reproduce
+
+        settings = Settings(
+            data_dir=datamodule.hparams.data_dir,
+            caption_file=datamodule.hparams.caption_file,
+            stage1_config=stage1_config,
+            stage3_config=stage3_config,
+            extra_configs=tuple(extra_configs or ()),
+            overrides=tuple(overrides or ()),
+            stage1_epochs=stage1_epochs,
+            stage3_epochs=stage3_epochs,
+            seed=seed,
+        )
+        results = run_reproduce(datamodule, out, rows, settings, embedding_sample, wandb, report_only=report_only)
+        return 1 if any(r["status"] == "failed" for r in results) else 0
 
     @staticmethod
     def check_data(
@@ -209,6 +326,9 @@ class RetrieverCLI(LightningCLI):
             "mine": {"model", "datamodule"},
             "demo": set(),
             "check-data": {"datamodule"},
+            "bm25": {"datamodule"},
+            "fuse": {"datamodule"},
+            "reproduce": {"datamodule"},
         }
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
@@ -244,17 +364,26 @@ class RetrieverCLI(LightningCLI):
             return parser
         if subcommand == "check-data":
             return self._check_data_parser(**kwargs)
+        if subcommand in STANDALONE:  # bm25, fuse, reproduce: the data settings and the method's own arguments
+            parser = self._data_parser(**kwargs)
+            added = parser.add_method_arguments(klass, subcommand, skip={"datamodule"})
+            self._subcommand_method_arguments[subcommand] = added
+            return parser
         return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
 
-    def _check_data_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        """``--data.*`` as for ``fit`` (the other sections of a config file are accepted and ignored), ``--report``,
-        ``--workers`` and ``--write-skip-list``."""
+    def _data_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """``--data.*`` as for ``fit`` (the other sections of a config file are accepted and ignored)."""
         parser = self.init_parser(**kwargs)
         parser.add_class_arguments(
             self.datamodule_class, "data", skip={"processor"}, fail_untyped=False, sub_configs=True
         )
-        for key in IGNORED_BY_CHECK_DATA:
+        for key in IGNORED_BY_DATA_COMMANDS:
             parser.add_argument(f"--{key}", type=Any, default=None, help=argparse.SUPPRESS)
+        return parser
+
+    def _check_data_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """The data settings (:meth:`_data_parser`), ``--report``, ``--workers`` and ``--write-skip-list``."""
+        parser = self._data_parser(**kwargs)
         own = (
             (("--report",), "the JSON report to write (default runs/check-data/<data directory name>.json)", str),
             (("--workers",), "processes that decode the images (default: one per CPU core; 0: the main process)", int),
@@ -356,8 +485,11 @@ class RetrieverCLI(LightningCLI):
         arguments = {k: v for k, v in config.items() if k in self._subcommand_method_arguments[subcommand]}
         if subcommand == "demo":
             RetrieverTrainer.demo(**arguments)  # the demo needs no trainer of its own
-        else:
+        elif subcommand == "check-data":
             self.status = RetrieverTrainer.check_data(config["data"], **arguments)
+        else:
+            result = getattr(RetrieverTrainer, subcommand)(config["data"], **arguments)
+            self.status = result if isinstance(result, int) else 0
 
 
 def _loggers(value: Any) -> list[Any]:

@@ -91,6 +91,26 @@ class MiningData:
     corpus: Corpus
 
 
+def read_split_queries(data_dir: Path, name: str) -> tuple[Path, list[Query]]:
+    """The query file of split ``name`` (``train``/``dev``/``test``) and its queries, in either layout (the UniVL-DR
+    release's JSON lines or ClueWeb22-MM's parquet files)."""
+    if is_clueweb_dir(data_dir):
+        path = data_dir / f"{name}.parquet"
+        return path, read_parquet_queries(path)
+    path = data_dir / f"{name}.json"
+    return path, read_queries(path)
+
+
+def read_eval_split(data_dir: Path, name: str, corpus: Corpus) -> EvalSplit:
+    """Queries and qrels of ``dev`` or ``test`` in ``data_dir``, checked against ``corpus`` (positives that differ
+    from the qrels are a warning)."""
+    (path, queries), qrels_path = read_split_queries(data_dir, name), data_dir / f"{name}_qrels.txt"
+    qrels = read_qrels_file(qrels_path, name)
+    check_qrels_against(qrels, queries, corpus, str(qrels_path))
+    check_positives_against_qrels(queries, qrels, corpus, str(path), str(qrels_path), _warnings_only())
+    return EvalSplit(name, queries, qrels)
+
+
 def _warnings_only() -> Problems:
     """A strict sink whose warnings are Lightning's rank-zero warnings (one per run, not one per rank)."""
     return Problems(warn=lambda message: rank_zero_warn(message, category=DataWarning))
@@ -204,11 +224,7 @@ class WebQADataModule(L.LightningDataModule):
 
     def _read_split(self, name: str) -> tuple[Path, list[Query]]:
         """The query file of split ``name`` (``train``/``dev``/``test``) and its queries, in either layout."""
-        if self.is_clueweb:
-            path = self.data_dir / f"{name}.parquet"
-            return path, read_parquet_queries(path)
-        path = self.data_dir / f"{name}.json"
-        return path, read_queries(path)
+        return read_split_queries(self.data_dir, name)
 
     def _skip_ids(self) -> list[str]:
         """The ids of ``skip_list`` (none without one); ids that are not image docs are warned about."""
@@ -274,11 +290,7 @@ class WebQADataModule(L.LightningDataModule):
     def eval_split(self, name: str) -> EvalSplit:
         """Queries and qrels of ``dev`` or ``test`` (loaded once, checked against the corpus)."""
         if name not in self.splits:
-            (path, queries), qrels_path = self._read_split(name), self.data_dir / f"{name}_qrels.txt"
-            qrels = read_qrels_file(qrels_path, name)
-            check_qrels_against(qrels, queries, self.corpus, str(qrels_path))
-            check_positives_against_qrels(queries, qrels, self.corpus, str(path), str(qrels_path), _warnings_only())
-            self.splits[name] = EvalSplit(name, queries, qrels)
+            self.splits[name] = read_eval_split(self.data_dir, name, self.corpus)
         return self.splits[name]
 
     # ------------------------------------------------------------ dataloaders

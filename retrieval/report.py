@@ -42,10 +42,23 @@ def evaluate_runs(
     return evaluate_by_modality(scored["all"], judged, image_ids, scored.get("text"), scored.get("image"))
 
 
+def view_run_file(view: str) -> str:
+    """The file name of a view's run next to ``run.trec``: ``run-text.trec``, ``run-image.trec``."""
+    return f"run-{view}.trec"
+
+
 def write_evaluation(
-    out_dir: str | Path, run: Mapping[str, list[tuple[str, float]]], metrics: Mapping[str, float], tag: str
+    out_dir: str | Path,
+    run: Mapping[str, list[tuple[str, float]]],
+    metrics: Mapping[str, float],
+    tag: str,
+    views: Mapping[str, Mapping[str, list[tuple[str, float]]]] | None = None,
 ) -> None:
-    """``run.trec`` (the mixed run, in trec_eval's order) and ``metrics.json`` into ``out_dir`` (atomic writes)."""
+    """``run.trec`` (the mixed run, in trec_eval's order), ``metrics.json`` and, for each of ``views`` (``text``:
+    the run over the text docs alone, ``image``: over the image docs alone), ``run-<view>.trec`` into ``out_dir``
+    (atomic writes). The view runs are what divide-and-conquer fusion takes (``train.py fuse``)."""
     out_dir = Path(out_dir)
     write_trec_run(out_dir / "run.trec", run, tag=tag)
+    for view, view_run in (views or {}).items():
+        write_trec_run(out_dir / view_run_file(view), view_run, tag=f"{tag}-{view}")
     write_metrics_json(out_dir / "metrics.json", metrics)
