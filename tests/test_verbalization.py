@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_commands import run_in_process
 
 from commands.verbalize import shard_dir
 from datamodules.verbalization_datamodule import VerbalizationBatch
@@ -19,6 +18,7 @@ from retrieval.errors import InputError
 
 from builders import corrupt_image
 from cli_runs import train
+from test_commands import run_in_process
 
 CONFIG = "configs/verbalization/query_generator_tiny.yaml"
 #: Greedy, 3 tokens, small batches and shards: the tests' generation settings.
