@@ -16,6 +16,7 @@ set size so far (``ru_maxrss``, monotone over the run).
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -116,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
         f"projected: {WEBQA_IMAGES} images at {best[1]:.1f} images/s (batch {best[0]}) = "
         f"{WEBQA_IMAGES / best[1] / 3600:.2f} h on one device; total time {time.perf_counter() - started:.1f} s"
     )
+    result = {
+        "size": args.size,
+        "device": name,
+        "dtype": args.dtype,
+        "parameters": parameters,
+        "rows": [
+            {"batch_size": b, "images_per_s": t, "images": n, "peak_mib": p, "vs_batch_1": t / base}
+            for b, t, n, p in rows
+        ],
+        "best_batch_size": best[0],
+        "webqa_images": WEBQA_IMAGES,
+        "webqa_projected_h": WEBQA_IMAGES / best[1] / 3600,
+    }
+    print("RESULT " + json.dumps(result))  # for bench/gpu_check.py
     return 0
 
 

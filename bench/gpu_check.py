@@ -12,6 +12,9 @@ all limits are clamped to ``--deadline`` so that one hung step cannot eat the ot
   measured fraction projected linearly, search at full size);
 * ``search``: ``bench/bench_search.py --compare-device cuda``, exact top-100 of 5,000 queries over 1,177,447 docs,
   FAISS on all CPU cores vs torch on the GPU (and FAISS GPU when the FAISS build has it), with the overlap;
+* ``verbalize-throughput``: ``bench/bench_verbalization.py --size real``, caption generation images/s at batch
+  1/16/64 with a real-sized random VisionEncoderDecoder in bf16, projected to WebQA's 389,750 images;
+* ``marvel-fit-ddp``: the same as ``fit-ddp`` with MARVEL's tiny ANCE stage (``marvel_ance_tiny.yaml``);
 * ``fit-ddp``: ``train.py fit`` on mini-WebQA with the tiny recipe, one GPU under NCCL DDP (world size 1) in
   bf16-mixed, 2 epochs with 2 in-loop ANCE refreshes and 2 validations, then ``train.py test`` on ``last.ckpt``;
 * ``wandb-test``: the W&B logger test alone, with wandb's wheels (kept off the path of everything else);
@@ -349,17 +352,45 @@ def check_search(runner: Runner, dry_run: bool, limit: float) -> None:
     runner.report(Result("search", status, message, step.seconds, r))
 
 
+def check_verbalize(runner: Runner, dry_run: bool, limit: float) -> None:
+    """Caption generation throughput (``bench/bench_verbalization.py``): a real-sized random VisionEncoderDecoder
+    (ViT-B/16 + GPT-2 small) in bf16, beam 5, 20 new tokens, batch 1/16/64, with WebQA's projection."""
+    if dry_run:
+        sizes = [*"--size tiny --device cpu --batch-sizes 1 4 --max-seconds 10".split()]
+    else:
+        sizes = [*"--size real --device cuda --dtype bfloat16 --max-seconds 60".split()]
+    step = runner.run("verbalize-throughput", [PYTHON, "bench/bench_verbalization.py", *sizes], limit)
+    r = last_result(step.text) if step.rc == 0 else None
+    if r is None:
+        runner.report(Result("verbalize-throughput", "FAIL", step.failure(), step.seconds, {}))
+        return
+    rows = ", ".join(
+        f"batch {row['batch_size']} {row['images_per_s']:.1f} images/s ({row['peak_mib']:.0f} MiB peak)"
+        for row in r["rows"]
+    )
+    message = (
+        f"{r['size']} VisionEncoderDecoder ({r['parameters'] / 1e6:.0f} M parameters, {r['dtype']}) on {r['device']},"
+        f" beam 5, 20 new tokens: {rows}; WebQA's {r['webqa_images']:,} images at batch {r['best_batch_size']}: "
+        f"{r['webqa_projected_h']:.2f} h"
+    )
+    runner.report(Result("verbalize-throughput", "PASS", message, step.seconds, r))
+
+
 # --------------------------------------------------------------------------- fit + test (b), W&B, the suite (a)
 def read_metric(paths: list[Path], key: str = "MRR@10") -> float | None:
     """``key`` from the last (by name: by step) metrics.json of ``paths``."""
     return json.loads(sorted(paths)[-1].read_text()).get(key) if paths else None
 
 
-def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
+#: The fit checks: name -> the tiny recipe they train (UniVL-DR's CLIP family; MARVEL's ANCE stage).
+FIT_CONFIGS = {"fit-ddp": "configs/tiny/univl_dr_tiny.yaml", "marvel-fit-ddp": "configs/tiny/marvel_ance_tiny.yaml"}
+
+
+def check_fit(runner: Runner, dry_run: bool, work: Path, name: str = "fit-ddp") -> None:
     """``train.py fit`` with NCCL DDP at world size 1 (gloo on the CPU in a dry run), then ``train.py test``."""
-    out = work / "fit"
+    out = work / name
     common = [
-        *"--config configs/tiny/univl_dr_tiny.yaml --trainer.devices 1 --trainer.strategy ddp".split(),
+        *f"--config {FIT_CONFIGS[name]} --trainer.devices 1 --trainer.strategy ddp".split(),
         *"--data.data_dir mini-webqa:small --trainer.enable_progress_bar false".split(),
     ]
     env = {**runner.env, "UNIVL_RETRIEVAL_CACHE": str(out / "cache")}  # the named dataset is generated there
@@ -374,23 +405,24 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
         schedule = ["--trainer.max_epochs", "2", "--trainer.callbacks.init_args.every_n_steps", "20"]
     schedule += ["--trainer.check_val_every_n_epoch", "1"]
     run_dir = out / "run"
-    fit = runner.run("fit", [PYTHON, "train.py", "fit", *common, *schedule, "--run_dir", str(run_dir)], 300, env=env)
+    fit_command = [PYTHON, "train.py", "fit", *common, *schedule, "--run_dir", str(run_dir)]
+    fit = runner.run(f"{name}-fit", fit_command, 300, env=env)
     manifest = read_manifest(run_dir)
     last = manifest.get("last_checkpoint")
     if fit.rc != 0 or not last:
         reason = fit.failure() if fit.rc != 0 else f"no last checkpoint in {run_dir / 'run.json'}"
-        runner.report(Result("fit-ddp", "FAIL", f"fit: {reason}", fit.seconds, {}))
+        runner.report(Result(name, "FAIL", f"fit: {reason}", fit.seconds, {}))
         return
     refresh_steps = [m["step"] for m in manifest.get("mined", [])]
     val_mrr = read_metric(
         [Path(e["directory"]) / "metrics.json" for e in manifest.get("evaluations", []) if e["split"] == "dev"]
     )
     backend = re.search(r"distributed_backend=(\w+)", fit.text)
-    test = runner.run("test", [PYTHON, "train.py", "test", *common, "--ckpt_path", last], 150, env=env)
+    test = runner.run(f"{name}-test", [PYTHON, "train.py", "test", *common, "--ckpt_path", last], 150, env=env)
     tested = [e for e in read_manifest(run_dir).get("evaluations", []) if e["split"] == "test"]
     test_files = [Path(e["directory"]) / "metrics.json" for e in tested]
     test_mrr = read_metric(test_files)
-    keep_artifacts(run_dir, runner.logs / "fit")
+    keep_artifacts(run_dir, runner.logs / name)
     numbers = {
         "fit_s": fit.seconds,
         "test_s": test.seconds,
@@ -419,7 +451,7 @@ def check_fit(runner: Runner, dry_run: bool, work: Path) -> None:
     if not dry_run and numbers["backend"] != "nccl":
         problems.append(f"DDP backend {numbers['backend']}, not nccl")
     status = "FAIL" if problems else "PASS"
-    runner.report(Result("fit-ddp", status, "; ".join(problems + [message]), fit.seconds + test.seconds, numbers))
+    runner.report(Result(name, status, "; ".join(problems + [message]), fit.seconds + test.seconds, numbers))
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -564,7 +596,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 #: Every check, in the order it runs (``env`` and ``repo-clean`` always run).
-CHECKS = ("train-throughput", "refresh-webqa", "search", "fit-ddp", "wandb-test", "tests")
+CHECKS = (
+    *"train-throughput refresh-webqa search verbalize-throughput fit-ddp marvel-fit-ddp wandb-test tests".split(),
+)
 
 
 def selected_checks(only: str | None) -> set[str]:
@@ -586,7 +620,7 @@ def run_checks(args: argparse.Namespace, runner: Runner, work: Path) -> None:
     check_env(runner, args.dry_run, wandb_env)
     data_dir = work / "mini-webqa"
     phase_two = 150 if args.dry_run else 230  # seconds kept for the suite and the fit whatever the benchmarks take
-    if not wanted & {"fit-ddp", "wandb-test", "tests"}:
+    if not wanted & {"fit-ddp", "marvel-fit-ddp", "wandb-test", "tests"}:
         phase_two = 0
 
     def bench_limit(cap: float) -> float:
@@ -598,10 +632,13 @@ def run_checks(args: argparse.Namespace, runner: Runner, work: Path) -> None:
         check_refresh(runner, args.dry_run, bench_limit(150))
     if "search" in wanted:
         check_search(runner, args.dry_run, bench_limit(180))
+    if "verbalize-throughput" in wanted:
+        check_verbalize(runner, args.dry_run, bench_limit(120))
 
     def beside() -> None:
-        if "fit-ddp" in wanted:
-            check_fit(runner, args.dry_run, work)
+        for name in FIT_CONFIGS:
+            if name in wanted:
+                check_fit(runner, args.dry_run, work, name)
         if "wandb-test" not in wanted:
             return
         if wandb_env is None:
