@@ -163,13 +163,13 @@ def test_fuse_bad_runs_get_one_line_errors(bm25_out: Path, tiny_data_dir: Path, 
 
 
 def test_bm25_on_a_corpus_without_images_is_a_one_line_error(data_copy: Path, tmp_path: Path) -> None:
-    (data_copy / "no_images.json").write_text("")
+    (data_copy / "all_imgs.json").write_text("")  # a release without image docs (a caption file must match it)
     corpus = Corpus.from_release(data_copy)
     texts = {d for d, img in zip(corpus.doc_ids, corpus.is_image) if not img}
     qrels = [line for line in (data_copy / "test_qrels.txt").read_text().splitlines() if line.split()[1] in texts]
     (data_copy / "test_qrels.txt").write_text("\n".join(qrels) + "\n")
     proc = run_in_process(
-        *f"bm25 --data.data_dir {data_copy} --data.caption_file no_images.json --out {tmp_path}".split()
+        *f"bm25 --data.data_dir {data_copy} --out {tmp_path}".split()
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: the corpus has no image docs"), proc.stderr[-2000:]

@@ -56,6 +56,10 @@ class RecordingProcessor:
         self.texts.extend(texts)
         return self.processor.tokenize(texts)
 
+    def tokenize_captions(self, captions: list[str]):  # noqa: ANN201
+        self.texts.extend(captions)
+        return self.processor.tokenize_captions(captions)
+
     def image_transform(self, image):  # noqa: ANN001, ANN201
         return self.processor.image_transform(image)
 
