@@ -1,4 +1,4 @@
-"""``python train.py {fit,validate,test,predict,mine,demo,check-data} --config configs/...``: the Lightning CLI.
+"""``python train.py {fit,validate,test,predict,mine,demo,check-data,bm25,fuse,reproduce,verbalize} --config ...``.
 
 ``python train.py --help`` lists the subcommands, ``python train.py SUBCOMMAND --help`` their options; see
 ``commands/cli.py``.

@@ -45,6 +45,11 @@ RUN_DIR_ENV = "UNIVL_RUN_DIR"
 DEFAULT_ROOT = "runs"
 #: Subcommands that build no model, data or trainer from the configuration (they run their own method).
 STANDALONE = ("demo", "check-data", "bm25", "fuse", "reproduce")
+#: ``verbalize``'s line in ``python train.py --help`` (it runs in ``commands.verbalizer_cli``).
+VERBALIZE_HELP = (
+    "Write an expanded caption file (caption = C [SEP] V(I)) with a configs/verbalization model; "
+    "python train.py verbalize --help lists its options."
+)
 #: Subcommands whose name on the command line is not the name of their Trainer method.
 METHOD_OF = {"check-data": "check_data"}
 #: Sections of the shared config files that ``check-data``, ``bm25``, ``fuse`` and ``reproduce`` accept and ignore.
@@ -342,6 +347,8 @@ class RetrieverCLI(LightningCLI):
             subcommand_parser = self._prepare_subcommand_parser(self.trainer_class, subcommand, **subparser_kwargs)
             self._subcommand_parsers[subcommand] = subcommand_parser
             parser_subcommands.add_subcommand(subcommand, subcommand_parser, help=description)
+        if "verbalize" not in self.subcommands():  # listed for --help: cli_main hands it to the verbalizer's CLI
+            parser_subcommands.add_subcommand("verbalize", LightningArgumentParser(), help=VERBALIZE_HELP)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(

@@ -168,9 +168,7 @@ def test_bm25_on_a_corpus_without_images_is_a_one_line_error(data_copy: Path, tm
     texts = {d for d, img in zip(corpus.doc_ids, corpus.is_image) if not img}
     qrels = [line for line in (data_copy / "test_qrels.txt").read_text().splitlines() if line.split()[1] in texts]
     (data_copy / "test_qrels.txt").write_text("\n".join(qrels) + "\n")
-    proc = run_in_process(
-        *f"bm25 --data.data_dir {data_copy} --out {tmp_path}".split()
-    )
+    proc = run_in_process(*f"bm25 --data.data_dir {data_copy} --out {tmp_path}".split())
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: the corpus has no image docs"), proc.stderr[-2000:]
 

@@ -14,7 +14,7 @@ from commands.cli import main
 
 from cli_runs import ROOT, train
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "mine", "demo", "check-data", "bm25", "fuse", "reproduce")
+SUBCOMMANDS = tuple("fit validate test predict mine demo check-data bm25 fuse reproduce verbalize".split())
 
 
 def test_help_lists_every_subcommand() -> None:
