@@ -203,6 +203,9 @@ def test_language_and_vision_models_load_from_saved_folders(t5_marvel: MarvelEnc
     t5_marvel.vision.save_pretrained(tmp_path / "vision")
     loaded = MarvelEncoder(str(tmp_path / "t5"), str(tmp_path / "vision"), text_length=32)
     assert len(loaded.processor.tokenizer) == len(t5_marvel.processor.tokenizer)  # the specials are not added twice
+    # from_pretrained hands models over in eval mode; Lightning keeps submodule modes, so fit would train without
+    # the model's dropout unless the encoder puts them in train mode as from_config models are
+    assert all(module.training for module in loaded.modules())
     for mine, theirs in ((loaded.lm, t5_marvel.lm), (loaded.vision, t5_marvel.vision)):
         for (name, a), (_, b) in zip(mine.state_dict().items(), theirs.state_dict().items()):
             assert torch.equal(a, b), name

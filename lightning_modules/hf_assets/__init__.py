@@ -96,14 +96,17 @@ def is_architecture_only(source: str) -> bool:
 
 def load_model(name: str):  # noqa: ANN201 (a transformers PreTrainedModel)
     """``AutoModel`` of a built-in name, local folder or hub id: random weights for an architecture-only folder
-    (seeded by the global torch seed), ``from_pretrained`` otherwise; a one-line InputError when nothing loads."""
+    (seeded by the global torch seed), ``from_pretrained`` otherwise; a one-line InputError when nothing loads.
+
+    The model comes in train mode either way (``from_pretrained`` hands it over in eval mode, and Lightning keeps
+    the modes of submodules, so fine-tuning would silently run without the model's dropout)."""
     from transformers import AutoConfig, AutoModel
 
     source = resolve_pretrained(name)
     with _one_line_error("a model", name):
         if is_architecture_only(source):
-            return AutoModel.from_config(AutoConfig.from_pretrained(source))
-        return AutoModel.from_pretrained(source)
+            return AutoModel.from_config(AutoConfig.from_pretrained(source)).train()
+        return AutoModel.from_pretrained(source).train()
 
 
 def load_tokenizer(name: str):  # noqa: ANN201 (a transformers PreTrainedTokenizerBase)
