@@ -95,20 +95,24 @@ def interpolate(
     qids = list(dict.fromkeys(qid for run in runs for qid in run))
     fused: FusedRun = {}
     for qid in qids:
-        normalised = []
-        for run in runs:
+        # w * norm(s) = w * norm(low) + (s - low) * w / scale, with low the run's lowest score for the query: the
+        # first term is what every doc gets from the run (a doc it misses gets exactly that), the second what a
+        # ranked doc gets on top of it; one pass over the rankings, no per-run dictionaries
+        gains: dict[str, float] = {}
+        get = gains.get
+        floor = 0.0
+        for run, weight in zip(runs, weights):
             ranking = run.get(qid, ())
             if not ranking:
-                normalised.append(({}, 0.0))
                 continue
-            centre, scale = centre_scale([s for _, s in ranking])
-            values = {doc: (s - centre) / scale for doc, s in ranking}
-            normalised.append((values, min(values.values())))
-        docs = dict.fromkeys(doc for values, _ in normalised for doc in values)
-        scores = {
-            doc: sum(w * values.get(doc, floor) for (values, floor), w in zip(normalised, weights)) for doc in docs
-        }
-        fused[qid] = _top(scores, depth)
+            values = [score for _, score in ranking]
+            centre, scale = centre_scale(values)
+            low = min(values)
+            floor += weight * (low - centre) / scale
+            step = weight / scale
+            for doc, score in ranking:
+                gains[doc] = get(doc, 0.0) + (score - low) * step
+        fused[qid] = _top({doc: floor + gain for doc, gain in gains.items()}, depth)
     return fused
 
 

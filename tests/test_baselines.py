@@ -89,6 +89,13 @@ def test_rrf_and_interpolation_match_hand_computation() -> None:
     # min-max: a = d1 1, d2 0.5, d3 0; b = d3 1, d4 0; a doc a run misses gets that run's lowest value
     assert interpolate([run_a, run_b])["q"] == [("d3", 1.0), ("d1", 1.0), ("d2", 0.5), ("d4", 0.0)]
     assert interpolate([run_a, run_b], weights=[0.25, 0.75])["q"][0] == ("d3", 0.75)
+    # z-score: a = (3, 2, 1) -> (1.2247, 0, -1.2247) (population sd sqrt(2/3)); b = (0.9, 0.5) -> (1, -1); a missed
+    # doc gets the run's lowest value: d1 1.2247 - 1, d2 0 - 1, d3 -1.2247 + 1, d4 -1.2247 - 1
+    z = 1 / math.sqrt(2 / 3)
+    expected = {"d1": z - 1, "d3": 1 - z, "d2": -1.0, "d4": -z - 1}
+    zscored = interpolate([run_a, run_b], normalisation="zscore")["q"]
+    assert [doc for doc, _ in zscored] == ["d1", "d3", "d2", "d4"]
+    assert all(score == pytest.approx(expected[doc], abs=1e-12) for doc, score in zscored)
     with pytest.raises(InputError, match="at least two runs"):
         reciprocal_rank_fusion([run_a])
     with pytest.raises(InputError, match="weights"):
