@@ -114,12 +114,8 @@ def test_last_checkpoint_holds_the_last_step_even_without_a_new_best(
     # metric never improves after the first validation, so a run resumed from last.ckpt would lose every later step.
     import torch
 
-    proc = train_in_process(
-        capfd,
-        "fit",
-        *tiny_args(tiny_data_dir, tmp_path),
-        *"--model.lr 0 --trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1".split(),
-    )
+    args = "--model.lr 0 --trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1".split()
+    proc = train_in_process(capfd, "fit", *tiny_args(tiny_data_dir, tmp_path), *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = next(tmp_path.rglob("last.ckpt"))
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 20

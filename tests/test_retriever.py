@@ -290,12 +290,8 @@ def test_configuration_without_negatives_is_refused(tiny_data_dir: Path, tiny_en
 def test_fit_command_refuses_a_configuration_without_negatives(
     tiny_data_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    proc = train_in_process(
-        capfd,
-        "fit",
-        *tiny_args(tiny_data_dir, tmp_path),
-        *"--data.negatives_file null --model.loss.init_args.in_batch false --trainer.max_steps 1".split(),
-    )
+    args = "--data.negatives_file null --model.loss.init_args.in_batch false --trainer.max_steps 1".split()
+    proc = train_in_process(capfd, "fit", *tiny_args(tiny_data_dir, tmp_path), *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no negatives: loss(in_batch=False, ")
 
