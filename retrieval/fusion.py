@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import heapq
 import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from retrieval.errors import InputError, first_ids
-from retrieval.trec import trec_order
+from retrieval.trec import SCORE_THEN_DOCID, trec_order
 
 Run = Mapping[str, Sequence[tuple[str, float]]]
 FusedRun = dict[str, list[tuple[str, float]]]
 METHODS = ("rrf", "interpolation")
-_SCORE_THEN_DOC = operator.itemgetter(1, 0)
 NORMALISATIONS = ("minmax", "zscore")
 
 
@@ -44,13 +42,13 @@ def _weights(runs: Sequence[Run], weights: Sequence[float] | None) -> list[float
 
 def _ranked(ranking: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
     """A ranking in trec_eval's order (score descending, ties by doc id descending); cheap when already sorted."""
-    return sorted(ranking, key=_SCORE_THEN_DOC, reverse=True)
+    return sorted(ranking, key=SCORE_THEN_DOCID, reverse=True)
 
 
 def _top(scores: dict[str, float], depth: int) -> list[tuple[str, float]]:
     if any(map(math.isnan, scores.values())):
         raise InputError("a fused score is NaN; check the input runs' scores")
-    return heapq.nlargest(depth, scores.items(), key=_SCORE_THEN_DOC)
+    return heapq.nlargest(depth, scores.items(), key=SCORE_THEN_DOCID)
 
 
 def reciprocal_rank_fusion(

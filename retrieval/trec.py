@@ -19,7 +19,9 @@ from retrieval.atomic import atomic_write
 from retrieval.errors import InputError, Problems, strict
 
 ScoredRun = Mapping[str, Sequence[tuple[str, float]]]
-_SCORE, _SCORE_THEN_DOCID = operator.itemgetter(1), operator.itemgetter(1, 0)
+_SCORE = operator.itemgetter(1)
+#: The sort key of trec_eval's order (with ``reverse=True``): score, then docid.
+SCORE_THEN_DOCID = operator.itemgetter(1, 0)
 
 
 def _check_token(value: str, what: str) -> None:
@@ -33,7 +35,7 @@ def trec_order(ranking: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
     pairs = [(docid, float(score)) for docid, score in ranking]
     if any(map(math.isnan, map(_SCORE, pairs))):
         raise InputError("a run score is NaN; check the embeddings for NaN before searching")
-    return sorted(pairs, key=_SCORE_THEN_DOCID, reverse=True)
+    return sorted(pairs, key=SCORE_THEN_DOCID, reverse=True)
 
 
 def _check_decreasing(qid: str, ranking: Sequence[tuple[str, float]]) -> None:
