@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from callbacks.run_directory import run_directory
 from callbacks.run_manifest import RunManifest
 from commands.cli import RetrieverCLI, cli_options
+from commands.parser import config_files
 from commands.verbalize import run_verbalize
 from datamodules.verbalization_datamodule import VerbalizationDataModule
 from lightning_modules.verbalizer import ImageVerbalizer
@@ -29,20 +30,12 @@ from lightning_modules.verbalizer import ImageVerbalizer
 VERBALIZER_CLASS = f"{ImageVerbalizer.__module__}.{ImageVerbalizer.__name__}"
 
 
-def config_files(args: list[str]) -> list[str]:
-    """The files given with ``--config FILE`` or ``--config=FILE``."""
-    found = [value for flag, value in zip(args, args[1:], strict=False) if flag == "--config"]
-    return found + [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
-
-
 def uses_verbalizer(args: list[str]) -> bool:
-    """True for ``verbalize`` and when a ``--config`` file's model is the image verbalizer."""
+    """True for ``verbalize`` and when a ``--config`` file's model is the image verbalizer (a missing file is left
+    to the CLI to report)."""
     if args[:1] == ["verbalize"]:
         return True
-    for name in config_files(args):
-        path = Path(name)
-        if not path.is_file():
-            continue  # the CLI reports it
+    for path in config_files(args):
         model = (yaml.safe_load(path.read_text()) or {}).get("model")
         if isinstance(model, dict) and model.get("class_path") == VERBALIZER_CLASS:
             return True
